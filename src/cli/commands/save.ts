@@ -1,0 +1,40 @@
+import type { Command } from "../main.js";
+import { arity, UsageError } from "../main.js";
+
+const cmd: Command = {
+  usage: `Usage:  strata save [OPTIONS] IMAGE [IMAGE...]
+
+Save one or more images to a tar archive (streamed to STDOUT by default)
+
+Options:
+      --format string   docker-archive (default) or oci-archive
+  -o, --output string   Write to a file, instead of STDOUT`,
+  options: { output: { type: "string", short: "o" }, format: { type: "string" } },
+  async run({ values, positionals }, ctx) {
+    arity("save", positionals, 1, Infinity);
+    const format = (values.format as string | undefined) ?? "docker-archive";
+    if (format !== "docker-archive" && format !== "oci-archive") throw new UsageError(`invalid format "${format}": docker-archive or oci-archive`);
+    const output = values.output as string | undefined;
+    if (!output && process.stdout.isTTY) throw new UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+    const engine = ctx.engine();
+    if (!output) {
+      await engine.save(positionals, process.stdout, format);
+      return 0;
+    }
+    const fs = await import("node:fs");
+    const { rename, rm } = await import("node:fs/promises");
+    // Written beside the target and renamed when complete: a failed save leaves no half archive.
+    const tmp = `${output}.strata-tmp-${process.pid}`;
+    const out = fs.createWriteStream(tmp);
+    try {
+      await engine.save(positionals, out, format);
+      await rename(tmp, output);
+    } catch (e) {
+      out.destroy();
+      await rm(tmp, { force: true });
+      throw e;
+    }
+    return 0;
+  },
+};
+export default cmd;

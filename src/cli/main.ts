@@ -1,0 +1,153 @@
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { Engine } from "../engine/index.js";
+
+/** What a command gets: lazy access to the engine and the output streams. */
+export interface Ctx {
+  engine(): Engine;
+  out: NodeJS.WritableStream;
+  err: NodeJS.WritableStream;
+  command: string;
+}
+
+export interface Command {
+  usage: string;
+  options: NonNullable<ParseArgsConfig["options"]>;
+  run(args: { values: Record<string, unknown>; positionals: string[] }, ctx: Ctx): Promise<number>;
+}
+
+/** Commands load lazily: `strata images` pays only for what images needs. */
+const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default: Command }> }> = {
+  images: { summary: "List images", load: () => import("./commands/images.js") },
+  import: { summary: "Create an image from a root filesystem (directory or tarball)", load: () => import("./commands/import.js") },
+  tag: { summary: "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", load: () => import("./commands/tag.js") },
+  rmi: { summary: "Remove one or more images", load: () => import("./commands/rmi.js") },
+  inspect: { summary: "Display detailed information on one or more images", load: () => import("./commands/inspect.js") },
+  history: { summary: "Show the history of an image", load: () => import("./commands/history.js") },
+  save: { summary: "Save one or more images to a tar archive (docker-archive or oci-archive)", load: () => import("./commands/save.js") },
+  load: { summary: "Load images from a tar archive (docker-archive or oci-archive)", load: () => import("./commands/load.js") },
+  "system df": { summary: "Show disk usage: images, layers, shared and unique bytes", load: () => import("./commands/df.js") },
+  gc: { summary: "Remove unreferenced blobs and stale partial writes", load: () => import("./commands/gc.js") },
+  check: { summary: "Verify every blob's digest and every reference in the store", load: () => import("./commands/check.js") },
+};
+
+const ALIASES: Record<string, string> = {
+  "image ls": "images",
+  "image list": "images",
+  "image import": "import",
+  "image tag": "tag",
+  "image rm": "rmi",
+  "image inspect": "inspect",
+  "image history": "history",
+  "image save": "save",
+  "image load": "load",
+  "image prune": "gc",
+  "system gc": "gc",
+  "system check": "check",
+  df: "system df",
+};
+
+function globalHelp(): string {
+  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(12)}${c.summary}`);
+  return `Usage:  strata [OPTIONS] COMMAND
+
+A daemonless, Docker-compatible image and container engine
+
+Options:
+      --root DIR   Data root (default /var/lib/strata as root, $XDG_DATA_HOME/strata otherwise; or STRATA_ROOT)
+  -D, --debug      Print stack traces on errors
+  -v, --version    Print version information and quit
+  -h, --help       Print usage
+
+Commands:
+${lines.join("\n")}
+`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { out, err } = { out: process.stdout, err: process.stderr };
+  let root: string | undefined;
+  let debug = false;
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--root") root = argv[++i];
+    else if (a.startsWith("--root=")) root = a.slice(7);
+    else if (a === "-D" || a === "--debug") debug = true;
+    else if (a === "-h" || a === "--help") {
+      out.write(globalHelp());
+      return 0;
+    } else if (a === "-v" || a === "--version") {
+      const { readFileSync } = await import("node:fs");
+      out.write(`strata version ${JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")).version}\n`);
+      return 0;
+    } else break;
+  }
+  if (root === "") {
+    err.write("Error: --root needs a directory\n");
+    return 125;
+  }
+  let name = argv[i];
+  if (name === undefined || name === "help") {
+    out.write(globalHelp());
+    return name === undefined ? 1 : 0;
+  }
+  let rest = argv.slice(i + 1);
+  const two = `${name} ${rest[0] ?? ""}`;
+  if (COMMANDS[two] || ALIASES[two]) {
+    name = two;
+    rest = rest.slice(1);
+  }
+  name = ALIASES[name] ?? name;
+  const entry = COMMANDS[name];
+  if (!entry) {
+    err.write(`Error: unknown command "${argv[i]}" for "strata" (see 'strata --help')\n`);
+    return 125;
+  }
+  const cmd = (await entry.load()).default;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: rest, options: { ...cmd.options, help: { type: "boolean", short: "h" } }, allowPositionals: true, strict: true });
+  } catch (e) {
+    err.write(`Error: ${(e as Error).message.split("\n")[0].replace(/^Unknown option '(.*)'.*$/, "unknown flag: $1")} (see 'strata ${name} --help')\n`);
+    return 125;
+  }
+  if (parsed.values.help) {
+    out.write(cmd.usage.endsWith("\n") ? cmd.usage : cmd.usage + "\n");
+    return 0;
+  }
+  let engine: Engine | undefined;
+  const ctx: Ctx = {
+    command: name,
+    out,
+    err,
+    engine: () => engine ?? (engine = new EngineCtor!({ root })),
+  };
+  let EngineCtor: typeof Engine | undefined;
+  try {
+    EngineCtor = (await import("../engine/index.js")).Engine;
+    return await cmd.run(parsed as { values: Record<string, unknown>; positionals: string[] }, ctx);
+  } catch (e) {
+    if (debug) err.write(`${(e as Error).stack ?? String(e)}\n`);
+    else err.write(`Error: ${oneLine(e)}\n`);
+    return (e as { code?: string }).code === "USAGE" ? 125 : 1;
+  } finally {
+    engine?.close();
+  }
+}
+
+function oneLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.split("\n")[0];
+}
+
+export class UsageError extends Error {
+  readonly code = "USAGE";
+}
+
+/** Checks the positional count, Docker style. */
+export function arity(name: string, positionals: string[], min: number, max = min): void {
+  const n = positionals.length;
+  if (n >= min && n <= max) return;
+  const want = min === max ? `exactly ${min} argument${min === 1 ? "" : "s"}` : max === Infinity ? `at least ${min} argument${min === 1 ? "" : "s"}` : `between ${min} and ${max} arguments`;
+  throw new UsageError(`"strata ${name}" requires ${want} (see 'strata ${name} --help')`);
+}

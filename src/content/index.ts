@@ -1,0 +1,308 @@
+import { createReadStream, constants as fsc } from "node:fs";
+import * as fs from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { StrataError, isErrno, wrap } from "../errors/index.js";
+import { VerifyStream, digestAlgorithm, digestHex, isDigest, sha256, type Digest } from "../digest/index.js";
+import { ownerAlive, ownerToken } from "./proc.js";
+
+export interface BlobInfo {
+  digest: Digest;
+  size: number;
+}
+
+export type Opener = (offset: number) => Promise<Readable>;
+
+const POLL_MS = 20;
+
+/**
+ * The content store: immutable blobs under blobs/<alg>/<hex>, written through
+ * ingest/ (same filesystem): write → fsync → verify → rename. An existing blob
+ * is success; writers of one digest share one write (in-process by a promise
+ * map, across processes by an exclusive lock file next to the partial data).
+ */
+export class ContentStore {
+  private readonly inflight = new Map<Digest, Promise<BlobInfo>>();
+  readonly blobsDir: string;
+  readonly ingestDir: string;
+
+  constructor(readonly root: string) {
+    this.blobsDir = join(root, "blobs");
+    this.ingestDir = join(root, "ingest");
+  }
+
+  blobPath(d: Digest): string {
+    return join(this.blobsDir, digestAlgorithm(d), digestHex(d));
+  }
+
+  async init(): Promise<void> {
+    await fs.mkdir(join(this.blobsDir, "sha256"), { recursive: true });
+    await fs.mkdir(this.ingestDir, { recursive: true });
+  }
+
+  async stat(d: Digest): Promise<BlobInfo | undefined> {
+    try {
+      const st = await fs.stat(this.blobPath(d));
+      return { digest: d, size: st.size };
+    } catch (e) {
+      if (isErrno(e, "ENOENT")) return undefined;
+      throw wrap(e, "IO", `stat blob ${d}`);
+    }
+  }
+
+  /** Reads a small blob whole, verifying digest and size. */
+  async read(d: Digest, maxSize: number, expectedSize?: number): Promise<Buffer> {
+    let buf: Buffer;
+    try {
+      const fh = await fs.open(this.blobPath(d), "r");
+      try {
+        const { size } = await fh.stat();
+        if (size > maxSize) throw new StrataError("CORRUPT", `blob ${d}: ${size} bytes is over the ${maxSize}-byte limit`);
+        buf = await fh.readFile();
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      if (isErrno(e, "ENOENT")) throw new StrataError("NOT_FOUND", `blob ${d} not found in the content store`, { cause: e });
+      throw wrap(e, "IO", `read blob ${d}`);
+    }
+    if (expectedSize !== undefined && buf.length !== expectedSize)
+      throw new StrataError("SIZE_MISMATCH", `blob ${d}: ${buf.length} bytes on disk, expected ${expectedSize}`);
+    const got = `${digestAlgorithm(d)}:${createHash(digestAlgorithm(d)).update(buf).digest("hex")}`;
+    if (got !== d) throw new StrataError("DIGEST_MISMATCH", `blob ${d}: content on disk has digest ${got}`);
+    return buf;
+  }
+
+  /** A verifying read stream: it errors at EOF if the content does not match. */
+  async open(d: Digest, expectedSize?: number): Promise<Readable> {
+    const path = this.blobPath(d);
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(path, "r");
+    } catch (e) {
+      if (isErrno(e, "ENOENT")) throw new StrataError("NOT_FOUND", `blob ${d} not found in the content store`, { cause: e });
+      throw wrap(e, "IO", `open blob ${d}`);
+    }
+    const src = fh.createReadStream({ highWaterMark: 1 << 20 });
+    const verify = new VerifyStream({ digest: d, size: expectedSize }, `blob ${d}`);
+    src.on("error", (e) => verify.destroy(e));
+    return src.pipe(verify);
+  }
+
+  /** Stores a small buffer (manifest, config). */
+  async put(buf: Buffer): Promise<BlobInfo> {
+    const digest = sha256(buf);
+    const { Readable } = await import("node:stream");
+    return this.ingest({ digest, size: buf.length }, async (offset) => Readable.from([buf.subarray(offset)]));
+  }
+
+  /**
+   * Writes a blob of known digest. `open(offset)` must return the content
+   * from that offset: a partial ingest left by a dead writer is resumed.
+   */
+  ingest(expected: { digest: Digest; size?: number }, open: Opener): Promise<BlobInfo> {
+    if (!isDigest(expected.digest)) return Promise.reject(new StrataError("INVALID_DIGEST", `invalid digest "${expected.digest}"`));
+    const running = this.inflight.get(expected.digest);
+    if (running) return running;
+    const p = this.ingestLocked(expected, open).finally(() => this.inflight.delete(expected.digest));
+    this.inflight.set(expected.digest, p);
+    return p;
+  }
+
+  private async ingestLocked(expected: { digest: Digest; size?: number }, open: Opener): Promise<BlobInfo> {
+    const hex = digestHex(expected.digest);
+    const lockPath = join(this.ingestDir, `${hex}.lock`);
+    const dataPath = join(this.ingestDir, `${hex}.data`);
+    for (;;) {
+      const existing = await this.stat(expected.digest);
+      if (existing) {
+        if (expected.size !== undefined && existing.size !== expected.size)
+          throw new StrataError("SIZE_MISMATCH", `blob ${expected.digest}: stored size ${existing.size}, expected ${expected.size}`);
+        return existing;
+      }
+      if (await this.tryLock(lockPath)) break;
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+    try {
+      if (await this.stat(expected.digest)) return (await this.stat(expected.digest))!;
+      const info = await this.writeResumable(expected, dataPath, open);
+      await fs.rename(dataPath, this.blobPath(expected.digest));
+      await this.syncBlobDir();
+      return info;
+    } catch (e) {
+      throw wrap(e, "IO", `write blob ${expected.digest}`);
+    } finally {
+      await fs.rm(lockPath, { force: true });
+    }
+  }
+
+  private async tryLock(lockPath: string): Promise<boolean> {
+    try {
+      const fh = await fs.open(lockPath, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o644);
+      await fh.writeFile(ownerToken());
+      await fh.close();
+      return true;
+    } catch (e) {
+      if (!isErrno(e, "EEXIST")) throw wrap(e, "IO", "lock ingest");
+    }
+    let owner = "";
+    try {
+      owner = await fs.readFile(lockPath, "utf8");
+    } catch (e) {
+      if (isErrno(e, "ENOENT")) return false;
+      throw e;
+    }
+    // An empty lock is one being written right now; only a dead owner's lock is taken over.
+    if (owner !== "" && !ownerAlive(owner)) await fs.rm(lockPath, { force: true });
+    return false;
+  }
+
+  private async writeResumable(expected: { digest: Digest; size?: number }, dataPath: string, open: Opener): Promise<BlobInfo> {
+    const hash = createHash(digestAlgorithm(expected.digest));
+    let offset = 0;
+    try {
+      // Resume: rehash what a previous writer left, then ask the source for the rest.
+      for await (const chunk of createReadStream(dataPath, { highWaterMark: 1 << 20 })) {
+        hash.update(chunk as Buffer);
+        offset += (chunk as Buffer).length;
+      }
+    } catch (e) {
+      if (!isErrno(e, "ENOENT")) throw e;
+    }
+    if (expected.size !== undefined && offset > expected.size) {
+      await fs.rm(dataPath, { force: true });
+      return this.writeResumable(expected, dataPath, open);
+    }
+    const fh = await fs.open(dataPath, offset > 0 ? "a" : "w", 0o644);
+    let size = offset;
+    try {
+      if (expected.size === undefined || offset < expected.size) {
+        const src = await open(offset);
+        for await (const chunk of src) {
+          const b = chunk as Buffer;
+          size += b.length;
+          if (expected.size !== undefined && size > expected.size)
+            throw new StrataError("SIZE_MISMATCH", `blob ${expected.digest}: more than the expected ${expected.size} bytes`);
+          hash.update(b);
+          await fh.write(b);
+        }
+      }
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    const got = `${digestAlgorithm(expected.digest)}:${hash.digest("hex")}` as Digest;
+    if (expected.size !== undefined && size !== expected.size) {
+      await fs.rm(dataPath, { force: true });
+      throw new StrataError("SIZE_MISMATCH", `blob ${expected.digest}: got ${size} bytes, expected ${expected.size}`);
+    }
+    if (got !== expected.digest) {
+      await fs.rm(dataPath, { force: true });
+      throw new StrataError("DIGEST_MISMATCH", `blob ${expected.digest}: content has digest ${got}`);
+    }
+    return { digest: got, size };
+  }
+
+  /**
+   * Starts an ingest whose digest is not known up front (an archive member):
+   * the content is hashed as it is written; `commit()` moves it into place.
+   */
+  async begin(): Promise<PendingBlob> {
+    const path = join(this.ingestDir, `anon-${ownerToken()}-${randomBytes(6).toString("hex")}`);
+    const fh = await fs.open(path, "w", 0o644);
+    return new PendingBlob(this, path, fh);
+  }
+
+  /** fsync the blob directory so renames into it survive a crash. */
+  async syncBlobDir(): Promise<void> {
+    const fh = await fs.open(join(this.blobsDir, "sha256"), "r");
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async delete(d: Digest): Promise<void> {
+    await fs.rm(this.blobPath(d), { force: true });
+  }
+
+  async list(): Promise<BlobInfo[]> {
+    const out: BlobInfo[] = [];
+    for (const alg of await fs.readdir(this.blobsDir).catch(() => [] as string[])) {
+      for (const hex of await fs.readdir(join(this.blobsDir, alg))) {
+        const d = `${alg}:${hex}`;
+        if (!isDigest(d)) continue;
+        const st = await fs.stat(join(this.blobsDir, alg, hex)).catch(() => undefined);
+        if (st) out.push({ digest: d, size: st.size });
+      }
+    }
+    return out;
+  }
+
+  /** Removes partial ingests whose writer is gone. Returns the bytes freed. */
+  async cleanIngests(): Promise<{ files: number; bytes: number }> {
+    let files = 0;
+    let bytes = 0;
+    const names = await fs.readdir(this.ingestDir).catch(() => [] as string[]);
+    for (const name of names) {
+      const path = join(this.ingestDir, name);
+      let stale = false;
+      if (name.startsWith("anon-")) stale = !ownerAlive(name.split("-")[1]);
+      else if (name.endsWith(".lock")) {
+        const owner = await fs.readFile(path, "utf8").catch(() => "");
+        stale = owner !== "" && !ownerAlive(owner);
+      } else if (name.endsWith(".data")) {
+        const owner = await fs.readFile(path.replace(/\.data$/, ".lock"), "utf8").catch(() => "");
+        stale = owner === "" || !ownerAlive(owner);
+      } else stale = true;
+      if (!stale) continue;
+      const st = await fs.stat(path).catch(() => undefined);
+      await fs.rm(path, { force: true });
+      files++;
+      bytes += st?.size ?? 0;
+    }
+    return { files, bytes };
+  }
+}
+
+/** An anonymous ingest in progress: write chunks, then commit under the computed digest or abort. */
+export class PendingBlob {
+  private readonly hash = createHash("sha256");
+  size = 0;
+  private done = false;
+  constructor(
+    private readonly store: ContentStore,
+    readonly path: string,
+    private readonly fh: fs.FileHandle,
+  ) {}
+
+  async write(chunk: Buffer): Promise<void> {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    await this.fh.write(chunk);
+  }
+
+  /** fsync and close; returns the digest. The data stays in ingest/ until commit. */
+  async finish(): Promise<BlobInfo> {
+    await this.fh.sync();
+    await this.fh.close();
+    this.done = true;
+    return { digest: `sha256:${this.hash.digest("hex")}`, size: this.size };
+  }
+
+  /** Moves finished content into the store under `digest` (already verified by finish()). */
+  async commit(digest: Digest): Promise<void> {
+    if (await this.store.stat(digest)) {
+      await fs.rm(this.path, { force: true });
+      return;
+    }
+    await fs.rename(this.path, this.store.blobPath(digest));
+  }
+
+  async abort(): Promise<void> {
+    if (!this.done) await this.fh.close().catch(() => {});
+    await fs.rm(this.path, { force: true });
+  }
+}

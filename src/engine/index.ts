@@ -1,0 +1,555 @@
+import * as fs from "node:fs/promises";
+import { existsSync, mkdirSync, rmSync, statSync, createReadStream } from "node:fs";
+import { join } from "node:path";
+import { Readable, type Writable } from "node:stream";
+import { createGzip } from "node:zlib";
+import { StrataError, wrap } from "../errors/index.js";
+import { chainIds, sha256, DigestStream, isDigest, type Digest } from "../digest/index.js";
+import { ContentStore, type PendingBlob } from "../content/index.js";
+import { ownerAlive, ownerToken } from "../content/proc.js";
+import { openMetaStore, type MetaStore, type ImageRow, type ImageLayerRow } from "../metastore/index.js";
+import { MediaType, hostPlatform, parseConfig, parseManifest, MAX_MANIFEST_BYTES, type ImageConfig, type HistoryEntry } from "../oci/index.js";
+import { formatReference, parseReference, splitTagged } from "../reference/index.js";
+import { StoreImage, notFound } from "../image/index.js";
+import { detectCompression, isTarHeader, packDirectory, peek, sourceDateEpoch, decompress } from "../archive/index.js";
+import { readArchive, type PreparedImage } from "../layout/load.js";
+import { writeArchive, type ArchiveFormat } from "../layout/save.js";
+import { ensureLayoutFiles, renderIndex, writeIndexView } from "../layout/view.js";
+import { applyChange } from "./changes.js";
+import { defaultRoot } from "./root.js";
+
+export { defaultRoot };
+
+export interface EngineOptions {
+  /** data root; default /var/lib/strata (root) or $XDG_DATA_HOME/strata */
+  root?: string;
+}
+
+export interface ImageSummary {
+  id: Digest;
+  digest: Digest;
+  mediaType: string;
+  repository?: string;
+  tag?: string;
+  created?: string;
+  /** uncompressed size of the layers, as `docker images` shows */
+  size: number;
+  addedAt: number;
+}
+
+export interface RmiResult {
+  untagged: string[];
+  deleted: Digest[];
+}
+
+export interface DfImage {
+  id: Digest;
+  digest: Digest;
+  names: string[];
+  created?: string;
+  size: number;
+  sharedSize: number;
+  uniqueSize: number;
+}
+
+export interface DfLayer {
+  digest: Digest;
+  diffId: Digest;
+  size: number;
+  images: number;
+}
+
+export interface DiskUsage {
+  images: DfImage[];
+  layers: DfLayer[];
+  /** bytes of every blob images reference, each counted once */
+  totalBytes: number;
+  /** blobs on disk no image references (reclaimable by gc) */
+  unreferencedBytes: number;
+}
+
+export interface CheckReport {
+  blobs: number;
+  images: number;
+  problems: string[];
+  repaired: string[];
+}
+
+/**
+ * The strata API: what the CLI calls and what library users embed.
+ * Constructing an Engine does no I/O; the store opens on first use.
+ */
+export class Engine {
+  readonly root: string;
+  readonly content: ContentStore;
+  private metaStore?: MetaStore;
+
+  constructor(opts: EngineOptions = {}) {
+    this.root = opts.root ?? defaultRoot();
+    this.content = new ContentStore(this.root);
+  }
+
+  /** Opens (creating when needed) meta.db and the layout; memoised. */
+  get meta(): MetaStore {
+    if (!this.metaStore) {
+      if (!existsSync(join(this.root, "meta.db"))) {
+        mkdirSync(join(this.root, "blobs", "sha256"), { recursive: true });
+        mkdirSync(join(this.root, "ingest"), { recursive: true });
+      }
+      try {
+        this.metaStore = openMetaStore(join(this.root, "meta.db"));
+      } catch (e) {
+        throw wrap(e, "CORRUPT", `open ${join(this.root, "meta.db")}`);
+      }
+      if (!existsSync(join(this.root, "oci-layout")) || !existsSync(join(this.root, "index.json")))
+        this.metaStore.write(() => ensureLayoutFiles(this.root, this.metaStore!));
+    }
+    return this.metaStore;
+  }
+
+  close(): void {
+    this.metaStore?.close();
+    this.metaStore = undefined;
+  }
+
+  // ---- lookups ---------------------------------------------------------
+
+  /** Resolves a name[:tag], name@digest, full image ID or unambiguous ID prefix. */
+  resolve(ref: string): ImageRow {
+    const meta = this.meta;
+    const full = /^sha256:[a-f0-9]{64}$/.exec(ref);
+    if (full) {
+      const byId = meta.imagesByConfigPrefix(ref);
+      if (byId.length) return byId[0];
+      const byDigest = meta.image(ref);
+      if (byDigest) return byDigest;
+      throw notFound(ref);
+    }
+    let parsed;
+    try {
+      parsed = parseReference(ref);
+    } catch (e) {
+      if (!/^[a-f0-9]{1,64}$/.test(ref)) throw e;
+    }
+    if (parsed?.digest) {
+      const img = meta.image(parsed.digest);
+      if (img) return img;
+      throw notFound(ref);
+    }
+    if (parsed) {
+      const t = meta.tag(formatReference(parsed));
+      if (t) return meta.image(t.image)!;
+    }
+    if (/^[a-f0-9]{1,64}$/.test(ref)) {
+      const matches = meta.imagesByConfigPrefix(`sha256:${ref}`);
+      const ids = new Set(matches.map((m) => m.config_digest));
+      if (ids.size > 1) throw new StrataError("CONFLICT", `image ID prefix "${ref}" is ambiguous: ${ids.size} images match`);
+      if (matches.length) return matches[0];
+    }
+    throw notFound(ref);
+  }
+
+  image(ref: string): StoreImage {
+    return new StoreImage(this.content, this.meta, this.resolve(ref));
+  }
+
+  // ---- images, inspect, history ----------------------------------------
+
+  images(): ImageSummary[] {
+    const meta = this.meta;
+    return meta.read(() => {
+      const sizes = new Map<string, number>();
+      for (const r of meta.db.prepare("SELECT il.image, SUM(l.uncompressed_size) AS s FROM image_layers il JOIN layers l ON l.digest = il.layer GROUP BY il.image").all() as { image: string; s: number }[])
+        sizes.set(r.image, r.s);
+      const rows = meta.images();
+      const tags = new Map<string, string[]>();
+      for (const t of meta.tags()) tags.set(t.image, [...(tags.get(t.image) ?? []), t.name]);
+      const out: ImageSummary[] = [];
+      for (const r of rows) {
+        const base = { id: r.config_digest, digest: r.digest, mediaType: r.media_type, created: r.created ?? undefined, size: sizes.get(r.digest) ?? 0, addedAt: r.added_at };
+        const names = tags.get(r.digest);
+        if (!names) out.push(base);
+        else for (const n of names) out.push({ ...base, ...splitTagged(n) });
+      }
+      return out;
+    });
+  }
+
+  async inspect(ref: string): Promise<Record<string, unknown>> {
+    const img = this.image(ref);
+    const [config, layers] = await Promise.all([img.config(), img.layerRows()]);
+    const names = this.meta.tagsOf(img.digest);
+    const repos = [...new Set(names.map((n) => splitTagged(n).repository))];
+    return {
+      Id: img.id,
+      RepoTags: names,
+      RepoDigests: repos.map((r) => `${r}@${img.digest}`),
+      Parent: "",
+      Comment: config.history?.[config.history.length - 1]?.comment ?? "",
+      Created: config.created ?? "",
+      DockerVersion: (config.docker_version as string | undefined) ?? "",
+      Author: config.author ?? "",
+      Config: config.config ?? {},
+      Architecture: config.architecture,
+      ...(config.variant ? { Variant: config.variant } : {}),
+      Os: config.os,
+      Size: layers.reduce((a, l) => a + l.uncompressed_size, 0),
+      RootFS: { Type: "layers", Layers: config.rootfs.diff_ids },
+      Descriptor: { mediaType: img.mediaType, digest: img.digest, size: img.size },
+      Layers: layers.map((l) => ({ digest: l.digest, mediaType: l.media_type, size: l.size, diffID: l.diff_id, chainID: l.chain_id, uncompressedSize: l.uncompressed_size })),
+      Metadata: { LastTagTime: this.lastTagTime(img.digest) },
+    };
+  }
+
+  private lastTagTime(image: string): string {
+    const r = this.meta.db.prepare("SELECT MAX(tagged_at) AS t FROM tags WHERE image = ?").get(image) as { t: number | null };
+    return r.t ? new Date(r.t).toISOString() : "0001-01-01T00:00:00Z";
+  }
+
+  /** History, newest first, with each non-empty entry's layer size (as `docker history`). */
+  async history(ref: string): Promise<{ id: string; created?: string; createdBy: string; size: number; comment: string; emptyLayer: boolean }[]> {
+    const img = this.image(ref);
+    const [config, layers] = await Promise.all([img.config(), img.layerRows()]);
+    const history: HistoryEntry[] = config.history?.length ? config.history : layers.map(() => ({}));
+    let li = 0;
+    const rows = history.map((h) => {
+      const layer = h.empty_layer ? undefined : layers[li++];
+      return { id: "<missing>", created: h.created, createdBy: h.created_by ?? "", size: layer?.uncompressed_size ?? 0, comment: h.comment ?? "", emptyLayer: !!h.empty_layer };
+    });
+    rows.reverse();
+    if (rows.length) rows[0].id = img.id;
+    return rows;
+  }
+
+  // ---- tag, rmi ---------------------------------------------------------
+
+  tag(source: string, target: string): void {
+    const ref = parseReference(target);
+    if (ref.digest) throw new StrataError("INVALID_REFERENCE", `refusing to create a tag with a digest reference: "${target}"`);
+    const meta = this.meta;
+    meta.write(() => {
+      const img = this.resolve(source);
+      meta.setTag(formatReference(ref), img.digest);
+      writeIndexView(this.root, meta);
+    });
+  }
+
+  rmi(refs: string[], opts: { force?: boolean } = {}): RmiResult {
+    const result: RmiResult = { untagged: [], deleted: [] };
+    const meta = this.meta;
+    for (const ref of refs) {
+      meta.write(() => {
+        const img = this.resolve(ref);
+        const tags = meta.tagsOf(img.digest);
+        let byName: string | undefined;
+        try {
+          const p = parseReference(ref);
+          if (!p.digest && meta.tag(formatReference(p))?.image === img.digest) byName = formatReference(p);
+        } catch {
+          // an ID, not a name
+        }
+        if (byName && tags.length > 1) {
+          meta.removeTag(byName);
+          result.untagged.push(byName);
+        } else {
+          if (!byName && tags.length > 1 && !opts.force)
+            throw new StrataError("CONFLICT", `unable to delete ${img.config_digest.slice(7, 19)} (must be forced) - image is referenced in multiple repositories`);
+          result.untagged.push(...tags);
+          const digests = [img.digest, img.config_digest, ...meta.layersOf(img.digest).map((l) => l.digest)];
+          meta.removeImage(img.digest);
+          result.deleted.push(img.config_digest);
+          this.deleteUnreferenced(digests);
+        }
+        writeIndexView(this.root, meta);
+      });
+    }
+    return result;
+  }
+
+  /** Deletes the given blobs that no image and no live writer references. Inside a write transaction. */
+  private deleteUnreferenced(candidates: Iterable<string>): { digest: string; size: number }[] {
+    const meta = this.meta;
+    for (const owner of meta.leaseOwners()) if (!ownerAlive(owner)) meta.dropLeases(owner);
+    const live = meta.referencedDigests();
+    const removed: { digest: string; size: number }[] = [];
+    for (const d of new Set(candidates)) {
+      if (live.has(d) || !isDigest(d)) continue;
+      const path = this.content.blobPath(d);
+      let size = 0;
+      try {
+        size = statSync(path).size;
+      } catch {
+        continue;
+      }
+      rmSync(path, { force: true });
+      removed.push({ digest: d, size });
+    }
+    return removed;
+  }
+
+  // ---- writing images ---------------------------------------------------
+
+  /**
+   * Makes prepared images visible: lease their blobs, move them from
+   * ingest/ into blobs/, then insert every image, layer and tag in one
+   * transaction (so no image is ever half-visible) and rewrite index.json.
+   */
+  private async commitImages(images: PreparedImage[], blobs: Map<Digest, PendingBlob | Buffer>): Promise<void> {
+    const meta = this.meta;
+    const owner = ownerToken();
+    const all = new Set<Digest>(blobs.keys());
+    for (const img of images) all.add(img.manifest.digest);
+    meta.write(() => meta.addLeases(owner, all));
+    try {
+      for (const img of images) if (img.manifest.generated) blobs.set(img.manifest.digest, img.manifest.raw);
+      for (const [digest, src] of blobs) {
+        if (Buffer.isBuffer(src)) await this.content.put(src);
+        else await src.commit(digest);
+      }
+      await this.content.syncBlobDir();
+      meta.write(() => {
+        for (const d of all)
+          if (!existsSync(this.content.blobPath(d))) throw new StrataError("CORRUPT", `blob ${d} vanished before its image was recorded`);
+        for (const img of images) {
+          const cfg = img.config.parsed;
+          meta.putImage({
+            image: {
+              digest: img.manifest.digest,
+              media_type: img.manifest.mediaType,
+              size: img.manifest.size,
+              config_digest: img.config.digest,
+              config_media_type: img.config.mediaType,
+              config_size: img.config.size,
+              created: cfg.created ?? null,
+              os: cfg.os,
+              architecture: cfg.architecture,
+              variant: cfg.variant ?? null,
+            },
+            layers: img.layers.map((l) => ({ digest: l.digest, media_type: l.mediaType, size: l.size, diff_id: l.diffId, uncompressed_size: l.uncompressedSize, chain_id: l.chainId })),
+            tags: img.tags,
+          });
+        }
+        writeIndexView(this.root, meta);
+        meta.dropLeases(owner);
+      });
+    } catch (e) {
+      meta.write(() => meta.dropLeases(owner));
+      throw e;
+    }
+  }
+
+  /** `strata load`: a docker-archive or OCI archive (plain or gzip) from a file or stream. */
+  async load(input: string | Readable): Promise<PreparedImage[]> {
+    this.meta;
+    const src = typeof input === "string" ? await openInput(input) : input;
+    const prepared = await readArchive(this.content, src);
+    try {
+      await this.commitImages(prepared.images, new Map(prepared.blobs));
+    } finally {
+      await prepared.cleanup();
+    }
+    return prepared.images;
+  }
+
+  /** `strata save`: images (by reference) into one archive. */
+  async save(refs: string[], out: Writable, format: ArchiveFormat = "docker-archive"): Promise<void> {
+    const items = refs.map((ref) => {
+      const img = this.image(ref);
+      let names: string[];
+      try {
+        const p = parseReference(ref);
+        names = p.digest ? [] : this.meta.tag(formatReference(p)) ? [formatReference(p)] : this.meta.tagsOf(img.digest);
+      } catch {
+        names = this.meta.tagsOf(img.digest);
+      }
+      return { image: img, names };
+    });
+    await writeArchive(items, format, out);
+  }
+
+  /** `strata import`: a one-layer image from a root filesystem (directory, tar, tar.gz, tar.zst or "-"). */
+  async importRootfs(source: string | Readable, ref?: string, opts: { message?: string; changes?: string[]; platform?: { os: string; architecture: string; variant?: string } } = {}): Promise<PreparedImage> {
+    const target = ref ? formatReference(parseReference(ref)) : undefined;
+    this.meta;
+    let raw: Readable;
+    let label = "-";
+    if (typeof source === "string") {
+      label = source;
+      const st = source === "-" ? undefined : await fs.stat(source).catch((e) => {
+        throw new StrataError("NOT_FOUND", `import ${source}: ${(e as Error).message}`);
+      });
+      raw = st?.isDirectory() ? packDirectory(source) : source === "-" ? process.stdin : createReadStream(source);
+    } else raw = source;
+    const { head, stream } = await peek(raw, 512);
+    const compression = detectCompression(head);
+    if (compression === "none" && !isTarHeader(head.subarray(0, 512)))
+      throw new StrataError("INVALID_ARCHIVE", `import ${label}: not a tar archive`);
+    const pending = await this.content.begin();
+    try {
+      let diffId: Digest;
+      let uncompressedSize: number;
+      if (compression === "none") {
+        // Store gzip-compressed, hashing the tar (diffID) and the gzip (digest) in one pass.
+        const plainHash = new DigestStream();
+        const gz = createGzip();
+        stream.on("error", (e) => gz.destroy(e));
+        stream.pipe(plainHash).pipe(gz);
+        for await (const chunk of gz) await pending.write(chunk as Buffer);
+        diffId = plainHash.digest();
+        uncompressedSize = plainHash.bytes;
+      } else {
+        for await (const chunk of stream) await pending.write(chunk as Buffer);
+        const h = new DigestStream();
+        for await (const _ of (await decompress(createReadStream(pending.path))).pipe(h)) void _;
+        diffId = h.digest();
+        uncompressedSize = h.bytes;
+      }
+      const blob = await pending.finish();
+      const epoch = sourceDateEpoch();
+      const created = (epoch !== undefined ? new Date(epoch * 1000) : new Date()).toISOString();
+      const runConfig: NonNullable<ImageConfig["config"]> = {};
+      for (const c of opts.changes ?? []) applyChange(runConfig, c);
+      const platform = opts.platform ?? hostPlatform();
+      const config: ImageConfig = {
+        created,
+        architecture: platform.architecture,
+        ...(platform.variant ? { variant: platform.variant } : {}),
+        os: platform.os,
+        config: runConfig,
+        rootfs: { type: "layers", diff_ids: [diffId] },
+        history: [{ created, created_by: "strata import", comment: opts.message ?? `imported from ${label}` }],
+      };
+      const configRaw = Buffer.from(JSON.stringify(config));
+      const layerMediaType = compression === "zstd" ? MediaType.OciLayerZstd : MediaType.OciLayerGzip;
+      const manifestRaw = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MediaType.OciManifest,
+          config: { mediaType: MediaType.OciConfig, digest: sha256(configRaw), size: configRaw.length },
+          layers: [{ mediaType: layerMediaType, digest: blob.digest, size: blob.size }],
+        }),
+      );
+      const prepared: PreparedImage = {
+        manifest: { digest: sha256(manifestRaw), mediaType: MediaType.OciManifest, size: manifestRaw.length, raw: manifestRaw, generated: true },
+        config: { digest: sha256(configRaw), mediaType: MediaType.OciConfig, size: configRaw.length, parsed: config },
+        layers: [{ digest: blob.digest, mediaType: layerMediaType, size: blob.size, diffId, uncompressedSize, chainId: chainIds([diffId])[0] }],
+        tags: target ? [target] : [],
+      };
+      await this.commitImages([prepared], new Map<Digest, PendingBlob | Buffer>([[blob.digest, pending], [prepared.config.digest, configRaw]]));
+      return prepared;
+    } finally {
+      await pending.abort();
+    }
+  }
+
+  // ---- space, gc, check -------------------------------------------------
+
+  async diskUsage(): Promise<DiskUsage> {
+    const meta = this.meta;
+    const { rows, pairs, tags } = meta.read(() => ({ rows: meta.images(), pairs: meta.allImageLayers(), tags: meta.tags() }));
+    const users = new Map<string, Set<string>>();
+    const layerSize = new Map<string, number>();
+    for (const p of pairs) {
+      users.set(p.layer, (users.get(p.layer) ?? new Set()).add(p.image));
+      layerSize.set(p.layer, p.size);
+    }
+    // Configs and manifests can be shared too (same config, two manifests); count every blob once.
+    const blobUsers = new Map<string, { size: number; images: Set<string> }>();
+    const add = (d: string, size: number, image: string) => {
+      const e = blobUsers.get(d) ?? { size, images: new Set<string>() };
+      e.images.add(image);
+      blobUsers.set(d, e);
+    };
+    for (const r of rows) {
+      add(r.digest, r.size, r.digest);
+      add(r.config_digest, r.config_size, r.digest);
+    }
+    for (const p of pairs) add(p.layer, p.size, p.image);
+    const images: DfImage[] = rows.map((r) => {
+      let shared = 0;
+      let unique = 0;
+      for (const [, b] of blobUsers) {
+        if (!b.images.has(r.digest)) continue;
+        if (b.images.size > 1) shared += b.size;
+        else unique += b.size;
+      }
+      return { id: r.config_digest, digest: r.digest, names: tags.filter((t) => t.image === r.digest).map((t) => t.name), created: r.created ?? undefined, size: shared + unique, sharedSize: shared, uniqueSize: unique };
+    });
+    const layers: DfLayer[] = [...users].map(([digest, imgs]) => ({ digest: digest as Digest, diffId: meta.layer(digest)!.diff_id, size: layerSize.get(digest)!, images: imgs.size }));
+    let totalBytes = 0;
+    for (const [, b] of blobUsers) totalBytes += b.size;
+    let unreferencedBytes = 0;
+    for (const b of await this.content.list()) if (!blobUsers.has(b.digest)) unreferencedBytes += b.size;
+    return { images, layers, totalBytes, unreferencedBytes };
+  }
+
+  /** Removes blobs no image references (and no live writer holds), and stale ingests. */
+  async gc(): Promise<{ blobs: { digest: string; size: number }[]; ingests: { files: number; bytes: number } }> {
+    const meta = this.meta;
+    const onDisk = (await this.content.list()).map((b) => b.digest);
+    const blobs = meta.write(() => this.deleteUnreferenced(onDisk));
+    const ingests = await this.content.cleanIngests();
+    return { blobs, ingests };
+  }
+
+  /** Verifies every blob's digest and every reference; repairs the index.json view if it lags. */
+  async check(): Promise<CheckReport> {
+    const meta = this.meta;
+    const problems: string[] = [];
+    const repaired: string[] = [];
+    const integrity = meta.db.pragma("integrity_check", { simple: true });
+    if (integrity !== "ok") problems.push(`meta.db: integrity check: ${String(integrity)}`);
+    const blobs = await this.content.list();
+    const verify = async (d: Digest, size: number) => {
+      try {
+        const s = await this.content.open(d, size);
+        for await (const _ of s) void _;
+      } catch (e) {
+        problems.push(`blob ${d}: ${(e as Error).message}`);
+      }
+    };
+    for (let i = 0; i < blobs.length; i += 4) await Promise.all(blobs.slice(i, i + 4).map((b) => verify(b.digest, b.size)));
+    const { rows, layerRows } = meta.read(() => {
+      const rows = meta.images();
+      return { rows, layerRows: new Map(rows.map((r) => [r.digest, meta.layersOf(r.digest)])) };
+    });
+    const present = new Set(blobs.map((b) => b.digest));
+    for (const r of rows) problems.push(...(await this.checkImage(r, layerRows.get(r.digest)!, present)));
+    const view = renderIndex(meta);
+    const onDisk = await fs.readFile(join(this.root, "index.json"), "utf8").catch(() => "");
+    if (onDisk !== view) {
+      meta.write(() => writeIndexView(this.root, meta));
+      repaired.push("index.json rewritten from meta.db");
+    }
+    return { blobs: blobs.length, images: rows.length, problems, repaired };
+  }
+
+  private async checkImage(r: ImageRow, layers: ImageLayerRow[], present: Set<string>): Promise<string[]> {
+    const what = `image ${r.digest}`;
+    for (const d of [r.digest, r.config_digest, ...layers.map((l) => l.digest)]) if (!present.has(d)) return [`${what}: blob ${d} is missing`];
+    try {
+      const manifest = parseManifest(await this.content.read(r.digest, MAX_MANIFEST_BYTES, r.size), what, r.media_type);
+      if (manifest.config.digest !== r.config_digest) return [`${what}: manifest config ${manifest.config.digest} differs from meta.db`];
+      if (manifest.layers.map((l) => l.digest).join() !== layers.map((l) => l.digest).join()) return [`${what}: manifest layers differ from meta.db`];
+      const config = parseConfig(await this.content.read(r.config_digest, MAX_MANIFEST_BYTES, r.config_size), `config ${r.config_digest}`);
+      if (config.rootfs.diff_ids.join() !== layers.map((l) => l.diff_id).join()) return [`${what}: config diff_ids differ from the recorded layers`];
+      const chains = chainIds(config.rootfs.diff_ids);
+      if (chains.join() !== layers.map((l) => l.chain_id).join()) return [`${what}: recorded chainIDs are wrong`];
+    } catch (e) {
+      return [`${what}: ${(e as Error).message}`];
+    }
+    return [];
+  }
+}
+
+async function openInput(path: string): Promise<Readable> {
+  if (path === "-") return process.stdin;
+  try {
+    const fh = await fs.open(path, "r");
+    return fh.createReadStream({ highWaterMark: 1 << 20 });
+  } catch (e) {
+    throw new StrataError("NOT_FOUND", `open ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+void Readable;

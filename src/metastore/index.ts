@@ -1,0 +1,234 @@
+import Database from "better-sqlite3";
+import type { Digest } from "../digest/index.js";
+
+/**
+ * meta.db: the source of truth for names and references. WAL mode, so
+ * readers never block the one writer; every multi-step change is one
+ * `BEGIN IMMEDIATE` transaction.
+ */
+const SCHEMA_VERSION = 1;
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE images (
+     digest TEXT PRIMARY KEY,            -- manifest digest
+     media_type TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     config_digest TEXT NOT NULL,
+     config_media_type TEXT NOT NULL,
+     config_size INTEGER NOT NULL,
+     created TEXT,                       -- from the config
+     os TEXT NOT NULL,
+     architecture TEXT NOT NULL,
+     variant TEXT,
+     added_at INTEGER NOT NULL           -- ms since epoch
+   );
+   CREATE INDEX images_config ON images(config_digest);
+   CREATE TABLE layers (                 -- one row per distinct layer blob, shared by images
+     digest TEXT PRIMARY KEY,
+     media_type TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     diff_id TEXT NOT NULL,
+     uncompressed_size INTEGER NOT NULL
+   );
+   CREATE TABLE image_layers (
+     image TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,
+     position INTEGER NOT NULL,
+     layer TEXT NOT NULL REFERENCES layers(digest),
+     chain_id TEXT NOT NULL,
+     PRIMARY KEY (image, position)
+   );
+   CREATE INDEX image_layers_layer ON image_layers(layer);
+   CREATE TABLE tags (
+     name TEXT PRIMARY KEY,              -- normalised domain/path:tag
+     image TEXT NOT NULL REFERENCES images(digest),
+     tagged_at INTEGER NOT NULL
+   );
+   CREATE INDEX tags_image ON tags(image);
+   CREATE TABLE leases (                 -- blobs a live writer is about to reference; gc keeps them
+     owner TEXT NOT NULL,
+     digest TEXT NOT NULL,
+     PRIMARY KEY (owner, digest)
+   );`,
+];
+
+export interface ImageRow {
+  digest: Digest;
+  media_type: string;
+  size: number;
+  config_digest: Digest;
+  config_media_type: string;
+  config_size: number;
+  created: string | null;
+  os: string;
+  architecture: string;
+  variant: string | null;
+  added_at: number;
+}
+
+export interface LayerRow {
+  digest: Digest;
+  media_type: string;
+  size: number;
+  diff_id: Digest;
+  uncompressed_size: number;
+}
+
+export interface ImageLayerRow extends LayerRow {
+  position: number;
+  chain_id: Digest;
+}
+
+export interface NewImage {
+  image: Omit<ImageRow, "added_at">;
+  layers: (LayerRow & { chain_id: Digest })[];
+  tags: string[];
+}
+
+export type DB = Database.Database;
+
+export function openMetaStore(path: string, readonly = false): MetaStore {
+  const db = new Database(path, { timeout: 60_000, readonly });
+  if (!readonly) {
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = FULL");
+  }
+  db.pragma("foreign_keys = ON");
+  const version = db.pragma("user_version", { simple: true }) as number;
+  if (version < SCHEMA_VERSION) {
+    if (readonly) throw new Error("meta.db needs a migration; open it writable");
+    db.transaction(() => {
+      const v = db.pragma("user_version", { simple: true }) as number;
+      for (let i = v; i < MIGRATIONS.length; i++) db.exec(MIGRATIONS[i]);
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    }).immediate();
+  }
+  return new MetaStore(db);
+}
+
+export class MetaStore {
+  constructor(readonly db: DB) {}
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs `fn` in one write transaction that takes the write lock up front. */
+  write<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  read<T>(fn: () => T): T {
+    return this.db.transaction(fn).deferred();
+  }
+
+  images(): ImageRow[] {
+    return this.db.prepare("SELECT * FROM images ORDER BY added_at DESC").all() as ImageRow[];
+  }
+
+  image(digest: string): ImageRow | undefined {
+    return this.db.prepare("SELECT * FROM images WHERE digest = ?").get(digest) as ImageRow | undefined;
+  }
+
+  imagesByConfigPrefix(prefix: string): ImageRow[] {
+    return this.db
+      .prepare("SELECT * FROM images WHERE config_digest >= ? AND config_digest < ? ORDER BY added_at DESC")
+      .all(prefix, prefix + "\uffff") as ImageRow[];
+  }
+
+  tags(): { name: string; image: Digest; tagged_at: number }[] {
+    return this.db.prepare("SELECT name, image, tagged_at FROM tags ORDER BY name").all() as { name: string; image: Digest; tagged_at: number }[];
+  }
+
+  tag(name: string): { name: string; image: Digest } | undefined {
+    return this.db.prepare("SELECT name, image FROM tags WHERE name = ?").get(name) as { name: string; image: Digest } | undefined;
+  }
+
+  tagsOf(image: string): string[] {
+    return (this.db.prepare("SELECT name FROM tags WHERE image = ? ORDER BY name").all(image) as { name: string }[]).map((r) => r.name);
+  }
+
+  layersOf(image: string): ImageLayerRow[] {
+    return this.db
+      .prepare(
+        `SELECT il.position, il.chain_id, l.* FROM image_layers il JOIN layers l ON l.digest = il.layer
+         WHERE il.image = ? ORDER BY il.position`,
+      )
+      .all(image) as ImageLayerRow[];
+  }
+
+  allImageLayers(): { image: Digest; layer: Digest; size: number }[] {
+    return this.db
+      .prepare("SELECT il.image, il.layer, l.size FROM image_layers il JOIN layers l ON l.digest = il.layer")
+      .all() as { image: Digest; layer: Digest; size: number }[];
+  }
+
+  layer(digest: string): LayerRow | undefined {
+    return this.db.prepare("SELECT * FROM layers WHERE digest = ?").get(digest) as LayerRow | undefined;
+  }
+
+  /** Inserts an image with its layers and points `tags` at it. Call inside write(). */
+  putImage(n: NewImage, now = Date.now()): void {
+    const db = this.db;
+    db.prepare(
+      `INSERT INTO images (digest, media_type, size, config_digest, config_media_type, config_size, created, os, architecture, variant, added_at)
+       VALUES (@digest, @media_type, @size, @config_digest, @config_media_type, @config_size, @created, @os, @architecture, @variant, @added_at)
+       ON CONFLICT(digest) DO NOTHING`,
+    ).run({ ...n.image, added_at: now });
+    const putLayer = db.prepare(
+      `INSERT INTO layers (digest, media_type, size, diff_id, uncompressed_size) VALUES (?, ?, ?, ?, ?) ON CONFLICT(digest) DO NOTHING`,
+    );
+    const putImageLayer = db.prepare(
+      `INSERT INTO image_layers (image, position, layer, chain_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+    );
+    n.layers.forEach((l, i) => {
+      putLayer.run(l.digest, l.media_type, l.size, l.diff_id, l.uncompressed_size);
+      putImageLayer.run(n.image.digest, i, l.digest, l.chain_id);
+    });
+    for (const t of n.tags) this.setTag(t, n.image.digest, now);
+  }
+
+  setTag(name: string, image: string, now = Date.now()): void {
+    this.db
+      .prepare("INSERT INTO tags (name, image, tagged_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET image = excluded.image, tagged_at = excluded.tagged_at")
+      .run(name, image, now);
+  }
+
+  removeTag(name: string): void {
+    this.db.prepare("DELETE FROM tags WHERE name = ?").run(name);
+  }
+
+  /** Deletes an image row and any layer rows no other image uses. */
+  removeImage(digest: string): void {
+    const layers = this.layersOf(digest).map((l) => l.digest);
+    this.db.prepare("DELETE FROM tags WHERE image = ?").run(digest);
+    this.db.prepare("DELETE FROM image_layers WHERE image = ?").run(digest);
+    this.db.prepare("DELETE FROM images WHERE digest = ?").run(digest);
+    const unused = this.db.prepare("DELETE FROM layers WHERE digest = ? AND NOT EXISTS (SELECT 1 FROM image_layers WHERE layer = ?)");
+    for (const l of layers) unused.run(l, l);
+  }
+
+  /** Every digest an image references (manifest, config, layers) plus live leases. */
+  referencedDigests(): Set<string> {
+    const out = new Set<string>();
+    for (const r of this.db.prepare("SELECT digest, config_digest FROM images").all() as { digest: string; config_digest: string }[]) {
+      out.add(r.digest);
+      out.add(r.config_digest);
+    }
+    for (const r of this.db.prepare("SELECT DISTINCT layer FROM image_layers").all() as { layer: string }[]) out.add(r.layer);
+    for (const r of this.db.prepare("SELECT digest FROM leases").all() as { digest: string }[]) out.add(r.digest);
+    return out;
+  }
+
+  addLeases(owner: string, digests: Iterable<string>): void {
+    const st = this.db.prepare("INSERT OR IGNORE INTO leases (owner, digest) VALUES (?, ?)");
+    for (const d of digests) st.run(owner, d);
+  }
+
+  dropLeases(owner: string): void {
+    this.db.prepare("DELETE FROM leases WHERE owner = ?").run(owner);
+  }
+
+  leaseOwners(): string[] {
+    return (this.db.prepare("SELECT DISTINCT owner FROM leases").all() as { owner: string }[]).map((r) => r.owner);
+  }
+}
