@@ -108,7 +108,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: rest, options: { ...cmd.options, help: { type: "boolean", short: "h" } }, allowPositionals: true, strict: true });
   } catch (e) {
-    err.write(`Error: ${(e as Error).message.split("\n")[0].replace(/^Unknown option '(.*)'.*$/, "unknown flag: $1")} (see 'strata ${name} --help')\n`);
+    err.write(`Error: ${(e as Error).message.split("\n")[0].replace(/^Unknown option '([^']*)'.*$/, "unknown flag: $1")} (see 'strata ${name} --help')\n`);
     return 125;
   }
   if (parsed.values.help) {

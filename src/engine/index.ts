@@ -9,7 +9,7 @@ import { ContentStore, type PendingBlob } from "../content/index.js";
 import { ownerAlive, ownerToken } from "../content/proc.js";
 import { openMetaStore, type MetaStore, type ImageRow, type ImageLayerRow } from "../metastore/index.js";
 import { MediaType, hostPlatform, parseConfig, parseManifest, MAX_MANIFEST_BYTES, type ImageConfig, type HistoryEntry } from "../oci/index.js";
-import { formatReference, parseReference, splitTagged } from "../reference/index.js";
+import { familiarName, familiarString, formatReference, parseReference, splitTagged } from "../reference/index.js";
 import { StoreImage, notFound } from "../image/index.js";
 import { detectCompression, isTarHeader, packDirectory, peek, sourceDateEpoch, decompress } from "../archive/index.js";
 import { readArchive, type PreparedImage } from "../layout/load.js";
@@ -182,8 +182,8 @@ export class Engine {
     const repos = [...new Set(names.map((n) => splitTagged(n).repository))];
     return {
       Id: img.id,
-      RepoTags: names,
-      RepoDigests: repos.map((r) => `${r}@${img.digest}`),
+      RepoTags: names.map((n) => familiarString(parseReference(n))),
+      RepoDigests: repos.map((r) => `${familiarName(parseReference(r, { defaultTag: false }))}@${img.digest}`),
       Parent: "",
       Comment: config.history?.[config.history.length - 1]?.comment ?? "",
       Created: config.created ?? "",

@@ -20,18 +20,21 @@ Options:
       ctx.out.write(JSON.stringify(du) + "\n");
       return 0;
     }
+    // RECLAIMABLE is what `strata gc` would free: blobs on disk that no image references.
     const reclaim = du.unreferencedBytes;
-    const pct = du.totalBytes + reclaim > 0 ? Math.round((reclaim / (du.totalBytes + reclaim)) * 100) : 0;
+    const onDisk = du.totalBytes + reclaim;
+    const pct = onDisk > 0 ? Math.round((reclaim / onDisk) * 100) : 0;
+    const shared = du.layers.filter((l) => l.images > 1);
     ctx.out.write(
       table(
         ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
         [
-          ["Images", String(du.images.length), "0", humanSize(du.totalBytes), "0B (0%)"],
-          ["Layers", String(du.layers.length), String(du.layers.filter((l) => l.images > 1).length), humanSize(du.layers.reduce((a, l) => a + l.size, 0)), "0B (0%)"],
-          ["Unreferenced blobs", "-", "-", humanSize(reclaim), `${humanSize(reclaim)} (${pct}%)`],
+          ["Images", String(du.images.length), "0", humanSize(onDisk), `${humanSize(reclaim)} (${pct}%)`],
+          ["Layers", String(du.layers.length), String(du.layers.length), humanSize(du.layers.reduce((a, l) => a + l.size, 0)), "0B (0%)"],
         ],
       ),
     );
+    ctx.out.write(`Shared layers: ${shared.length} (${humanSize(shared.reduce((a, l) => a + l.size, 0))} stored once, used by more than one image)\n`);
     if (!values.verbose) return 0;
     const now = Date.now();
     const rows: string[][] = [];
