@@ -72,7 +72,9 @@ export function storeLayer(content: ContentStore, r: ImageLayerRow): Layer {
     uncompressed: async () => {
       const plain = await decompress(await content.open(r.digest, r.size));
       const verify = new VerifyStream({ digest: r.diff_id, size: r.uncompressed_size }, `layer ${r.digest} (uncompressed)`);
-      plain.on("error", (e) => verify.destroy(e));
+      plain.on("error", (e: NodeJS.ErrnoException) =>
+        verify.destroy(e.code?.startsWith("Z_") ? new StrataError("CORRUPT", `layer ${r.digest}: corrupt compressed data (${e.message})`, { cause: e }) : e),
+      );
       return plain.pipe(verify);
     },
   };

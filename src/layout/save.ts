@@ -30,6 +30,7 @@ export async function writeArchive(images: NamedImage[], format: ArchiveFormat, 
     out.on("finish", resolve);
     out.on("close", resolve);
   });
+  done.catch(() => {}); // awaited below on success; on failure the first error is thrown instead
   pack.pipe(out);
   const written = new Set<string>();
   const file = (name: string, body: Buffer) =>
@@ -39,6 +40,7 @@ export async function writeArchive(images: NamedImage[], format: ArchiveFormat, 
   const stream = (name: string, size: number, open: () => Promise<Readable>) =>
     new Promise<void>((resolve, reject) => {
       const sink = pack.entry({ name, size, mode: 0o444, mtime: EPOCH, uid: 0, gid: 0, uname: "", gname: "" }, (e) => (e ? reject(e) : resolve()));
+      sink.on("error", reject);
       open().then((src) => {
         src.on("error", (e) => {
           sink.destroy(e);
