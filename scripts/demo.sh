@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The main job, end to end with no network: a base image from Debian's busybox-static,
+# imported, listed, its layers shown, saved, removed and loaded back.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+strata() { node "$REPO/bin/strata.js" "$@"; }
+export STRATA_ROOT="${STRATA_ROOT:-$(mktemp -d /tmp/strata-demo-root.XXXXXX)}"
+work=$(mktemp -d /tmp/strata-demo.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+
+echo "data root: $STRATA_ROOT"
+
+step "make a root filesystem from /bin/busybox (busybox-static)"
+rootfs="$work/rootfs"
+mkdir -p "$rootfs"/{bin,etc,root,tmp}
+cp /bin/busybox "$rootfs/bin/busybox"
+for applet in $(/bin/busybox --list); do [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"; done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$rootfs/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
+version=$(/bin/busybox | head -1 | sed -E 's/^BusyBox v([0-9.]+).*/\1/')
+echo "busybox $version, $(ls "$rootfs/bin" | wc -l) files in /bin"
+
+step "strata import -c 'CMD [\"sh\"]' rootfs demo/busybox:$version"
+strata import -c 'CMD ["sh"]' -m "busybox-static $version" "$rootfs" "demo/busybox:$version"
+
+step "strata tag demo/busybox:$version demo/busybox:latest"
+strata tag "demo/busybox:$version" demo/busybox:latest
+
+step "strata images"
+strata images
+
+step "strata history demo/busybox"
+strata history demo/busybox
+
+step "strata inspect --format '{{json .Layers}}' demo/busybox   # digest (compressed), diffID, chainID"
+strata inspect --format '{{json .Layers}}' demo/busybox
+
+step "strata save -o busybox.tar demo/busybox:$version demo/busybox:latest   # docker-archive"
+strata save -o "$work/busybox.tar" "demo/busybox:$version" demo/busybox:latest
+tar -tvf "$work/busybox.tar"
+
+step "strata save --format oci-archive -o busybox-oci.tar demo/busybox"
+strata save --format oci-archive -o "$work/busybox-oci.tar" demo/busybox
+tar -tvf "$work/busybox-oci.tar"
+
+step "strata rmi demo/busybox:$version demo/busybox:latest"
+strata rmi "demo/busybox:$version" demo/busybox:latest
+
+step "strata images   # empty again"
+strata images
+
+step "strata load -i busybox.tar"
+strata load -i "$work/busybox.tar"
+
+step "strata images --digests"
+strata images --digests
+
+step "strata system df -v"
+strata system df -v
+
+step "strata check"
+strata check
+
+step "the data root is an OCI image layout (skopeo/umoci read oci:$STRATA_ROOT:<name>)"
+ls "$STRATA_ROOT"
+cat "$STRATA_ROOT/index.json"; echo
