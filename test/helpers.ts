@@ -77,7 +77,7 @@ export interface TarFile {
 export async function makeTar(files: TarFile[]): Promise<Buffer> {
   const pack = tarStream.pack();
   const chunks: Buffer[] = [];
-  pack.on("data", (c: Buffer) => chunks.push(c));
+  pack.on("data", (c) => chunks.push(c as Buffer));
   const done = new Promise<void>((r) => pack.on("end", () => r()));
   for (const f of files) {
     const body = f.content === undefined ? Buffer.alloc(0) : Buffer.from(f.content);

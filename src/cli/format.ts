@@ -35,12 +35,16 @@ export function since(iso: string | undefined, now = Date.now()): string {
   return `${humanDuration(Math.max(0, now - t))} ago`;
 }
 
-/** Left-aligned columns separated by at least three spaces, like Docker's tabwriter output. */
+/** Left-aligned columns as Docker's tabwriter lays them out: cells at least 10 wide, 3 spaces of padding. */
 export function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] + 3))).join("").trimEnd();
-  return [line(headers), ...rows.map(line)].join("\n") + "\n";
+  return align([headers, ...rows]);
+}
+
+function align(rows: string[][]): string {
+  const n = Math.max(...rows.map((r) => r.length));
+  const widths = Array.from({ length: n }, (_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(Math.max(widths[i] + 3, 10)))).join("").trimEnd();
+  return rows.map(line).join("\n") + "\n";
 }
 
 /**
@@ -60,6 +64,7 @@ export function renderTemplate(tpl: string, rows: Record<string, unknown>[]): st
       return typeof v === "object" ? JSON.stringify(v) : String(v);
     });
   const lines = rows.map((r) => one(r));
-  if (isTable) lines.unshift(one({}, true));
-  return lines.map((l) => l + "\n").join("");
+  if (!isTable) return lines.map((l) => l + "\n").join("");
+  lines.unshift(one({}, true));
+  return align(lines.map((l) => l.split("\t")));
 }

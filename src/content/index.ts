@@ -158,11 +158,16 @@ export class ContentStore {
     return false;
   }
 
-  private async writeResumable(expected: { digest: Digest; size?: number }, dataPath: string, open: Opener): Promise<BlobInfo> {
+  /**
+   * Writes `dataPath` to completion and verifies it. A source error keeps the
+   * partial data for the next writer to resume; a verification failure drops
+   * it, and a failed resume is retried once from the start (the partial
+   * bytes themselves may have been wrong).
+   */
+  private async writeResumable(expected: { digest: Digest; size?: number }, dataPath: string, open: Opener, retry = true): Promise<BlobInfo> {
     const hash = createHash(digestAlgorithm(expected.digest));
     let offset = 0;
     try {
-      // Resume: rehash what a previous writer left, then ask the source for the rest.
       for await (const chunk of createReadStream(dataPath, { highWaterMark: 1 << 20 })) {
         hash.update(chunk as Buffer);
         offset += (chunk as Buffer).length;
@@ -170,20 +175,27 @@ export class ContentStore {
     } catch (e) {
       if (!isErrno(e, "ENOENT")) throw e;
     }
-    if (expected.size !== undefined && offset > expected.size) {
+    const fail = async (err: StrataError): Promise<BlobInfo> => {
       await fs.rm(dataPath, { force: true });
-      return this.writeResumable(expected, dataPath, open);
-    }
+      if (offset > 0 && retry) return this.writeResumable(expected, dataPath, open, false);
+      throw err;
+    };
+    if (expected.size !== undefined && offset > expected.size)
+      return fail(new StrataError("SIZE_MISMATCH", `blob ${expected.digest}: partial ingest is larger than ${expected.size} bytes`));
     const fh = await fs.open(dataPath, offset > 0 ? "a" : "w", 0o644);
     let size = offset;
+    let overflow = false;
     try {
       if (expected.size === undefined || offset < expected.size) {
         const src = await open(offset);
         for await (const chunk of src) {
           const b = chunk as Buffer;
           size += b.length;
-          if (expected.size !== undefined && size > expected.size)
-            throw new StrataError("SIZE_MISMATCH", `blob ${expected.digest}: more than the expected ${expected.size} bytes`);
+          if (expected.size !== undefined && size > expected.size) {
+            overflow = true;
+            src.destroy();
+            break;
+          }
           hash.update(b);
           await fh.write(b);
         }
@@ -192,15 +204,11 @@ export class ContentStore {
     } finally {
       await fh.close();
     }
+    if (overflow) return fail(new StrataError("SIZE_MISMATCH", `blob ${expected.digest}: more than the expected ${expected.size} bytes`));
+    if (expected.size !== undefined && size !== expected.size)
+      return fail(new StrataError("SIZE_MISMATCH", `blob ${expected.digest}: got ${size} bytes, expected ${expected.size}`));
     const got = `${digestAlgorithm(expected.digest)}:${hash.digest("hex")}` as Digest;
-    if (expected.size !== undefined && size !== expected.size) {
-      await fs.rm(dataPath, { force: true });
-      throw new StrataError("SIZE_MISMATCH", `blob ${expected.digest}: got ${size} bytes, expected ${expected.size}`);
-    }
-    if (got !== expected.digest) {
-      await fs.rm(dataPath, { force: true });
-      throw new StrataError("DIGEST_MISMATCH", `blob ${expected.digest}: content has digest ${got}`);
-    }
+    if (got !== expected.digest) return fail(new StrataError("DIGEST_MISMATCH", `blob ${expected.digest}: content has digest ${got}`));
     return { digest: got, size };
   }
 
@@ -289,11 +297,15 @@ export class PendingBlob {
     await this.fh.sync();
     await this.fh.close();
     this.done = true;
-    return { digest: `sha256:${this.hash.digest("hex")}`, size: this.size };
+    this.digest = `sha256:${this.hash.digest("hex")}`;
+    return { digest: this.digest, size: this.size };
   }
 
-  /** Moves finished content into the store under `digest` (already verified by finish()). */
+  private digest?: Digest;
+
+  /** Moves finished content into the store under `digest`, which must be what finish() computed. */
   async commit(digest: Digest): Promise<void> {
+    if (digest !== this.digest) throw new StrataError("DIGEST_MISMATCH", `ingest ${this.path}: content has digest ${this.digest ?? "(unfinished)"}, not ${digest}`);
     if (await this.store.stat(digest)) {
       await fs.rm(this.path, { force: true });
       return;

@@ -1,8 +1,7 @@
 import * as fs from "node:fs/promises";
 import { existsSync, mkdirSync, rmSync, statSync, createReadStream } from "node:fs";
 import { join } from "node:path";
-import { Readable, type Writable } from "node:stream";
-import { createGzip } from "node:zlib";
+import type { Readable, Writable } from "node:stream";
 import { StrataError, wrap } from "../errors/index.js";
 import { chainIds, sha256, DigestStream, isDigest, type Digest } from "../digest/index.js";
 import { ContentStore, type PendingBlob } from "../content/index.js";
@@ -11,11 +10,10 @@ import { openMetaStore, type MetaStore, type ImageRow, type ImageLayerRow } from
 import { MediaType, hostPlatform, parseConfig, parseManifest, MAX_MANIFEST_BYTES, type ImageConfig, type HistoryEntry } from "../oci/index.js";
 import { familiarName, familiarString, formatReference, parseReference, splitTagged } from "../reference/index.js";
 import { StoreImage, notFound } from "../image/index.js";
-import { detectCompression, isTarHeader, packDirectory, peek, sourceDateEpoch, decompress } from "../archive/index.js";
-import { readArchive, type PreparedImage } from "../layout/load.js";
-import { writeArchive, type ArchiveFormat } from "../layout/save.js";
+import { detectCompression, isTarHeader, peek, sourceDateEpoch, decompress } from "../archive/compression.js";
+import type { PreparedImage } from "../layout/load.js";
+import type { ArchiveFormat } from "../layout/save.js";
 import { ensureLayoutFiles, renderIndex, writeIndexView } from "../layout/view.js";
-import { applyChange } from "./changes.js";
 import { defaultRoot } from "./root.js";
 
 export { defaultRoot };
@@ -342,6 +340,7 @@ export class Engine {
   async load(input: string | Readable): Promise<PreparedImage[]> {
     this.meta;
     const src = typeof input === "string" ? await openInput(input) : input;
+    const { readArchive } = await import("../layout/load.js");
     const prepared = await readArchive(this.content, src);
     try {
       await this.commitImages(prepared.images, new Map(prepared.blobs));
@@ -364,6 +363,7 @@ export class Engine {
       }
       return { image: img, names };
     });
+    const { writeArchive } = await import("../layout/save.js");
     await writeArchive(items, format, out);
   }
 
@@ -378,7 +378,7 @@ export class Engine {
       const st = source === "-" ? undefined : await fs.stat(source).catch((e) => {
         throw new StrataError("NOT_FOUND", `import ${source}: ${(e as Error).message}`);
       });
-      raw = st?.isDirectory() ? packDirectory(source) : source === "-" ? process.stdin : createReadStream(source);
+      raw = st?.isDirectory() ? (await import("../archive/tar.js")).packDirectory(source) : source === "-" ? process.stdin : createReadStream(source);
     } else raw = source;
     const { head, stream } = await peek(raw, 512);
     const compression = detectCompression(head);
@@ -391,7 +391,7 @@ export class Engine {
       if (compression === "none") {
         // Store gzip-compressed, hashing the tar (diffID) and the gzip (digest) in one pass.
         const plainHash = new DigestStream();
-        const gz = createGzip();
+        const gz = (await import("node:zlib")).createGzip();
         stream.on("error", (e) => gz.destroy(e));
         stream.pipe(plainHash).pipe(gz);
         for await (const chunk of gz) await pending.write(chunk as Buffer);
@@ -408,7 +408,10 @@ export class Engine {
       const epoch = sourceDateEpoch();
       const created = (epoch !== undefined ? new Date(epoch * 1000) : new Date()).toISOString();
       const runConfig: NonNullable<ImageConfig["config"]> = {};
-      for (const c of opts.changes ?? []) applyChange(runConfig, c);
+      if (opts.changes?.length) {
+        const { applyChange } = await import("./changes.js");
+        for (const c of opts.changes) applyChange(runConfig, c);
+      }
       const platform = opts.platform ?? hostPlatform();
       const config: ImageConfig = {
         created,
@@ -552,4 +555,3 @@ async function openInput(path: string): Promise<Readable> {
   }
 }
 
-void Readable;

@@ -4,7 +4,7 @@ import type { MetaStore, ImageRow, ImageLayerRow } from "../metastore/index.js";
 import { StrataError } from "../errors/index.js";
 import { VerifyStream, type Digest } from "../digest/index.js";
 import { MAX_MANIFEST_BYTES, parseConfig, parseManifest, type ImageConfig, type Manifest } from "../oci/index.js";
-import { decompress } from "../archive/index.js";
+import { decompress } from "../archive/compression.js";
 
 /** A layer: compressed bytes by digest, uncompressed bytes by diffID. Opening does the I/O. */
 export interface Layer {

@@ -7,7 +7,7 @@ import tarStream from "tar-stream";
 import { StrataError, wrap } from "../errors/index.js";
 import { chainIds, digestHex, sha256, DigestStream, type Digest } from "../digest/index.js";
 import type { ContentStore, PendingBlob } from "../content/index.js";
-import { decompress, detectCompression, type Compression } from "../archive/index.js";
+import { decompress, detectCompression, type Compression } from "../archive/compression.js";
 import {
   MAX_MANIFEST_BYTES, MediaType, ANNOTATION_REF_NAME, hostPlatform, isIndexMediaType, isManifestMediaType,
   parseConfig, parseIndex, parseManifest, platformMatches, type Descriptor, type ImageConfig,

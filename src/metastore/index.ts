@@ -1,4 +1,7 @@
 import Database from "better-sqlite3";
+import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Digest } from "../digest/index.js";
 
 /**
@@ -86,8 +89,18 @@ export interface NewImage {
 
 export type DB = Database.Database;
 
+/** The addon's path, given directly: the `bindings` search it otherwise does costs start-up time. */
+function nativeBinding(): string | undefined {
+  try {
+    const p = join(dirname(createRequire(import.meta.url).resolve("better-sqlite3")), "..", "build", "Release", "better_sqlite3.node");
+    return existsSync(p) ? p : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function openMetaStore(path: string, readonly = false): MetaStore {
-  const db = new Database(path, { timeout: 60_000, readonly });
+  const db = new Database(path, { timeout: 60_000, readonly, nativeBinding: nativeBinding() });
   if (!readonly) {
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = FULL");
