@@ -18,10 +18,10 @@ import { REPO, tempDir } from "./helpers.js";
 /** An owner token naming no live process. */
 const DEAD = "999999.1";
 
-async function rejectsCode(p: Promise<unknown>, code: string): Promise<StrataError> {
+async function rejectsCode(p: Promise<unknown> | (() => unknown), code: string): Promise<StrataError> {
   let caught: unknown;
   try {
-    await p;
+    await (typeof p === "function" ? p() : p);
   } catch (e) {
     caught = e;
   }
@@ -87,10 +87,10 @@ describe("content store", () => {
     assert.deepEqual(info, { digest: sha256(buf), size: buf.length });
     assert.ok((await store.read(info.digest, 1024, buf.length)).equals(buf));
     assert.ok((await drain(await store.open(info.digest, buf.length))).equals(buf));
-    await rejectsCode(store.read(sha256("absent"), 1024), "NOT_FOUND");
+    await rejectsCode(() => store.read(sha256("absent"), 1024), "NOT_FOUND");
     await rejectsCode(store.open(sha256("absent")), "NOT_FOUND");
-    await rejectsCode(store.read(info.digest, 4), "CORRUPT");
-    await rejectsCode(store.read(info.digest, 1024, buf.length + 1), "SIZE_MISMATCH");
+    await rejectsCode(() => store.read(info.digest, 4), "CORRUPT");
+    await rejectsCode(() => store.read(info.digest, 1024, buf.length + 1), "SIZE_MISMATCH");
   });
 
   test("ingest of a blob that already exists succeeds without calling the opener", async (t) => {
@@ -288,8 +288,8 @@ describe("content store", () => {
     const fd = openSync(store.blobPath(digest), "r+");
     writeSync(fd, Buffer.from([data[1_500_000] ^ 0x01]), 0, 1, 1_500_000);
     closeSync(fd);
-    await rejectsCode(store.read(digest, 4 * 1024 * 1024), "DIGEST_MISMATCH");
-    await rejectsCode(store.read(digest, 4 * 1024 * 1024, data.length), "DIGEST_MISMATCH");
+    await rejectsCode(() => store.read(digest, 4 * 1024 * 1024), "DIGEST_MISMATCH");
+    await rejectsCode(() => store.read(digest, 4 * 1024 * 1024, data.length), "DIGEST_MISMATCH");
     await rejectsCode(
       (async () => drain(await store.open(digest)))(),
       "DIGEST_MISMATCH",
@@ -304,7 +304,7 @@ describe("content store", () => {
       (async () => drain(await store.open(digest, data.length)))(),
       "SIZE_MISMATCH",
     );
-    await rejectsCode(store.read(digest, 4 * 1024 * 1024), "DIGEST_MISMATCH");
+    await rejectsCode(() => store.read(digest, 4 * 1024 * 1024), "DIGEST_MISMATCH");
   });
 
   test("cleanIngests removes what dead owners left and keeps live writes", async (t) => {

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import tarStream from "tar-stream";
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
-export const BIN = join(REPO, "bin", "strata.js");
+export const BIN = join(REPO, "bin", "strata.cjs");
 export const CORPUS = join(REPO, "..", "shared", "corpus");
 
 export interface Run {

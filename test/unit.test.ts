@@ -12,7 +12,8 @@ import tarStream from "tar-stream";
 
 import { StrataError } from "../src/errors/index.js";
 import { parseReference, formatReference, familiarString, familiarName, type Reference } from "../src/reference/index.js";
-import { sha256, chainIds, parseDigest, isDigest, VerifyStream, DigestStream, type Digest } from "../src/digest/index.js";
+import { sha256, chainIds, parseDigest, isDigest, type Digest } from "../src/digest/index.js";
+import { VerifyStream, DigestStream } from "../src/digest/stream.js";
 import { parseManifest, parseIndex, parseConfig, MediaType, MAX_MANIFEST_BYTES } from "../src/oci/index.js";
 import { humanSize, humanDuration, table, renderTemplate } from "../src/cli/format.js";
 import { applyChange } from "../src/engine/changes.js";

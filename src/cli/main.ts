@@ -1,3 +1,4 @@
+import { writeSync } from "node:fs";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { Engine } from "../engine/index.js";
 
@@ -63,8 +64,33 @@ ${lines.join("\n")}
 `;
 }
 
+/**
+ * Output through write(2) on the descriptor: creating process.stdout costs
+ * start-up time, and most commands print a few lines. A descriptor that
+ * would block (a non-blocking pipe that is full) falls back to the stream.
+ */
+function fdWriter(fd: 1 | 2, stream: () => NodeJS.WritableStream): NodeJS.WritableStream {
+  let fallback: NodeJS.WritableStream | undefined;
+  const write = (chunk: string | Uint8Array): boolean => {
+    if (fallback) return fallback.write(chunk);
+    let buf = typeof chunk === "string" ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    while (buf.length) {
+      try {
+        buf = buf.subarray(writeSync(fd, buf));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
+        fallback = stream();
+        return fallback.write(buf);
+      }
+    }
+    return true;
+  };
+  return { write } as unknown as NodeJS.WritableStream;
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const { out, err } = { out: process.stdout, err: process.stderr };
+  const out = fdWriter(1, () => process.stdout);
+  const err = fdWriter(2, () => process.stderr);
   let root: string | undefined;
   let debug = false;
   let i = 0;

@@ -1,10 +1,10 @@
-import { createReadStream, constants as fsc } from "node:fs";
-import * as fs from "node:fs/promises";
+// fs.promises is reached through the property so that a command that only reads small blobs never loads it.
+import { createReadStream, closeSync, constants as fsc, fstatSync, openSync, promises as fs, readFileSync } from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { StrataError, isErrno, wrap } from "../errors/index.js";
-import { VerifyStream, digestAlgorithm, digestHex, isDigest, sha256, type Digest } from "../digest/index.js";
+import { digestAlgorithm, digestHex, isDigest, sha256, type Digest } from "../digest/index.js";
 import { ownerAlive, ownerToken } from "./proc.js";
 
 export interface BlobInfo {
@@ -51,17 +51,17 @@ export class ContentStore {
     }
   }
 
-  /** Reads a small blob whole, verifying digest and size. */
-  async read(d: Digest, maxSize: number, expectedSize?: number): Promise<Buffer> {
+  /** Reads a small blob (manifest, config) whole, verifying digest and size. Synchronous: it is small and bounded. */
+  read(d: Digest, maxSize: number, expectedSize?: number): Buffer {
     let buf: Buffer;
     try {
-      const fh = await fs.open(this.blobPath(d), "r");
+      const fd = openSync(this.blobPath(d), "r");
       try {
-        const { size } = await fh.stat();
+        const { size } = fstatSync(fd);
         if (size > maxSize) throw new StrataError("CORRUPT", `blob ${d}: ${size} bytes is over the ${maxSize}-byte limit`);
-        buf = await fh.readFile();
+        buf = readFileSync(fd);
       } finally {
-        await fh.close();
+        closeSync(fd);
       }
     } catch (e) {
       if (isErrno(e, "ENOENT")) throw new StrataError("NOT_FOUND", `blob ${d} not found in the content store`, { cause: e });
@@ -70,14 +70,14 @@ export class ContentStore {
     if (expectedSize !== undefined && buf.length !== expectedSize)
       throw new StrataError("SIZE_MISMATCH", `blob ${d}: ${buf.length} bytes on disk, expected ${expectedSize}`);
     const got = `${digestAlgorithm(d)}:${createHash(digestAlgorithm(d)).update(buf).digest("hex")}`;
-    if (got !== d) throw new StrataError("DIGEST_MISMATCH", `blob ${d}: content on disk has digest ${got}`);
+    if (got !== d) throw new StrataError("DIGEST_MISMATCH", `blob ${d}: content has digest ${got}`);
     return buf;
   }
 
   /** A verifying read stream: it errors at EOF if the content does not match. */
   async open(d: Digest, expectedSize?: number): Promise<Readable> {
     const path = this.blobPath(d);
-    let fh: fs.FileHandle;
+    let fh: import("node:fs/promises").FileHandle;
     try {
       fh = await fs.open(path, "r");
     } catch (e) {
@@ -85,6 +85,7 @@ export class ContentStore {
       throw wrap(e, "IO", `open blob ${d}`);
     }
     const src = fh.createReadStream({ highWaterMark: 1 << 20 });
+    const { VerifyStream } = await import("../digest/stream.js");
     const verify = new VerifyStream({ digest: d, size: expectedSize }, `blob ${d}`);
     src.on("error", (e) => verify.destroy(e));
     return src.pipe(verify);
@@ -283,7 +284,7 @@ export class PendingBlob {
   constructor(
     private readonly store: ContentStore,
     readonly path: string,
-    private readonly fh: fs.FileHandle,
+    private readonly fh: import("node:fs/promises").FileHandle,
   ) {}
 
   async write(chunk: Buffer): Promise<void> {

@@ -1,16 +1,14 @@
-import * as fs from "node:fs/promises";
-import { existsSync, mkdirSync, rmSync, statSync, createReadStream } from "node:fs";
+import { existsSync, mkdirSync, rmSync, statSync, createReadStream, promises as fs } from "node:fs";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { StrataError, wrap } from "../errors/index.js";
-import { chainIds, sha256, DigestStream, isDigest, type Digest } from "../digest/index.js";
+import { chainIds, sha256, isDigest, type Digest } from "../digest/index.js";
 import { ContentStore, type PendingBlob } from "../content/index.js";
 import { ownerAlive, ownerToken } from "../content/proc.js";
 import { openMetaStore, type MetaStore, type ImageRow, type ImageLayerRow } from "../metastore/index.js";
 import { MediaType, hostPlatform, parseConfig, parseManifest, MAX_MANIFEST_BYTES, type ImageConfig, type HistoryEntry } from "../oci/index.js";
 import { familiarName, familiarString, formatReference, parseReference, splitTagged } from "../reference/index.js";
 import { StoreImage, notFound } from "../image/index.js";
-import { detectCompression, isTarHeader, peek, sourceDateEpoch, decompress } from "../archive/compression.js";
 import type { PreparedImage } from "../layout/load.js";
 import type { ArchiveFormat } from "../layout/save.js";
 import { ensureLayoutFiles, renderIndex, writeIndexView } from "../layout/view.js";
@@ -371,6 +369,10 @@ export class Engine {
   async importRootfs(source: string | Readable, ref?: string, opts: { message?: string; changes?: string[]; platform?: { os: string; architecture: string; variant?: string } } = {}): Promise<PreparedImage> {
     const target = ref ? formatReference(parseReference(ref)) : undefined;
     this.meta;
+    const [{ detectCompression, isTarHeader, peek, sourceDateEpoch, decompress }, { DigestStream }] = await Promise.all([
+      import("../archive/compression.js"),
+      import("../digest/stream.js"),
+    ]);
     let raw: Readable;
     let label = "-";
     if (typeof source === "string") {

@@ -2,9 +2,8 @@ import type { Readable } from "node:stream";
 import type { ContentStore } from "../content/index.js";
 import type { MetaStore, ImageRow, ImageLayerRow } from "../metastore/index.js";
 import { StrataError } from "../errors/index.js";
-import { VerifyStream, type Digest } from "../digest/index.js";
+import type { Digest } from "../digest/index.js";
 import { MAX_MANIFEST_BYTES, parseConfig, parseManifest, type ImageConfig, type Manifest } from "../oci/index.js";
-import { decompress } from "../archive/compression.js";
 
 /** A layer: compressed bytes by digest, uncompressed bytes by diffID. Opening does the I/O. */
 export interface Layer {
@@ -53,9 +52,9 @@ export class StoreImage implements Image {
     return this.row.config_digest;
   }
 
-  rawManifest = memo(() => this.content.read(this.row.digest, MAX_MANIFEST_BYTES, this.row.size));
+  rawManifest = memo(async () => this.content.read(this.row.digest, MAX_MANIFEST_BYTES, this.row.size));
   manifest = memo(async () => parseManifest(await this.rawManifest(), `manifest ${this.digest}`, this.mediaType));
-  rawConfig = memo(() => this.content.read(this.row.config_digest, MAX_MANIFEST_BYTES, this.row.config_size));
+  rawConfig = memo(async () => this.content.read(this.row.config_digest, MAX_MANIFEST_BYTES, this.row.config_size));
   config = memo(async () => parseConfig(await this.rawConfig(), `config ${this.row.config_digest}`));
   layerRows = memo(async () => this.meta.layersOf(this.digest));
   layers = memo(async () => (await this.layerRows()).map((r) => storeLayer(this.content, r)));
@@ -70,6 +69,7 @@ export function storeLayer(content: ContentStore, r: ImageLayerRow): Layer {
     uncompressedSize: r.uncompressed_size,
     open: () => content.open(r.digest, r.size),
     uncompressed: async () => {
+      const [{ decompress }, { VerifyStream }] = await Promise.all([import("../archive/compression.js"), import("../digest/stream.js")]);
       const plain = await decompress(await content.open(r.digest, r.size));
       const verify = new VerifyStream({ digest: r.diff_id, size: r.uncompressed_size }, `layer ${r.digest} (uncompressed)`);
       plain.on("error", (e: NodeJS.ErrnoException) =>

@@ -5,7 +5,8 @@ import type { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import tarStream from "tar-stream";
 import { StrataError, wrap } from "../errors/index.js";
-import { chainIds, digestHex, sha256, DigestStream, type Digest } from "../digest/index.js";
+import { chainIds, digestHex, sha256, type Digest } from "../digest/index.js";
+import { DigestStream } from "../digest/stream.js";
 import type { ContentStore, PendingBlob } from "../content/index.js";
 import { decompress, detectCompression, type Compression } from "../archive/compression.js";
 import {

@@ -101,14 +101,13 @@ function nativeBinding(): string | undefined {
 
 export function openMetaStore(path: string, readonly = false): MetaStore {
   const db = new Database(path, { timeout: 60_000, readonly, nativeBinding: nativeBinding() });
-  if (!readonly) {
-    db.pragma("journal_mode = WAL");
-    db.pragma("synchronous = FULL");
-  }
+  if (!readonly) db.pragma("synchronous = FULL");
   db.pragma("foreign_keys = ON");
   const version = db.pragma("user_version", { simple: true }) as number;
   if (version < SCHEMA_VERSION) {
     if (readonly) throw new Error("meta.db needs a migration; open it writable");
+    // WAL is a property of the file: set once, when the database is created.
+    if (version === 0) db.pragma("journal_mode = WAL");
     db.transaction(() => {
       const v = db.pragma("user_version", { simple: true }) as number;
       for (let i = v; i < MIGRATIONS.length; i++) db.exec(MIGRATIONS[i]);

@@ -1,0 +1,35 @@
+// Bundles the CLI into one CommonJS file, because start-up is what a CLI user
+// feels: one file instead of dozens of ES modules, builtins loaded by
+// require() (an ESM import of a builtin touches all of its lazy exports), and
+// a V8 code cache next to it (bin/strata.cjs) so the bundle is not recompiled
+// on every run. Commands still initialise lazily: esbuild turns each dynamic
+// import() of our own modules into a deferred initialiser.
+import { readFileSync, rmSync, writeFileSync, mkdtempSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { build } from "esbuild";
+
+const outfile = "dist/bundle/strata.cjs";
+rmSync("dist/bundle", { recursive: true, force: true });
+await build({
+  entryPoints: ["src/cli/main.ts"],
+  outfile,
+  bundle: true,
+  format: "cjs",
+  platform: "node",
+  target: "node20",
+  // better-sqlite3's JavaScript is bundled too; its native addon is loaded by path (metastore's nativeBinding).
+  define: { "import.meta.url": "__strataModuleUrl" },
+  banner: { js: 'const __strataModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  logLevel: "warning",
+});
+// Lazy builtins: import("node:x") → require, so the bundle runs as a plain script (and can use a code cache).
+const code = readFileSync(outfile, "utf8").replace(/\bimport\("(node:[a-z_/]+)"\)/g, 'Promise.resolve(require("$1"))');
+if (/\bimport\(/.test(code)) throw new Error("bundle still has a dynamic import()");
+writeFileSync(outfile, code);
+
+// Warm the code cache with a real run of the commonest commands.
+const root = mkdtempSync(join(tmpdir(), "strata-cache-"));
+for (const args of [["images"], ["inspect", "none"]]) spawnSync(process.execPath, ["bin/strata.cjs", "--root", root, ...args], { env: { ...process.env, STRATA_WRITE_CODE_CACHE: "1" }, stdio: "ignore" });
+rmSync(root, { recursive: true, force: true });
