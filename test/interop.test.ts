@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { strata, ok, tempDir, busyboxRootfs, sha256 } from "./helpers.ts";
 
@@ -9,7 +9,9 @@ import { strata, ok, tempDir, busyboxRootfs, sha256 } from "./helpers.ts";
 function podmanIn(dir: string, t: { after: (fn: () => void) => void }) {
   const args = ["--root", join(dir, "podman-root"), "--runroot", join(dir, "podman-run"), "--storage-driver", "vfs"];
   t.after(() => {
+    // Runs after tempDir's removal (hooks run in order) and podman recreates its directories: remove them again.
     spawnSync("podman", [...args, "system", "reset", "-f"], { stdio: "ignore" });
+    rmSync(dir, { recursive: true, force: true });
   });
   return (...cmd: string[]) => {
     const r = spawnSync("podman", [...args, ...cmd], { maxBuffer: 64 << 20 });
