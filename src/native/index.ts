@@ -1,0 +1,23 @@
+import { createRequire } from "node:module";
+
+/** Our small N-API addon (native/strata_fs.c): calls Node does not expose. Throws Errors with errno codes. */
+export interface NativeFs {
+  lsetxattr(path: string, name: string, value: Buffer): void;
+  /** null when the attribute is absent */
+  lgetxattr(path: string, name: string): Buffer | null;
+  llistxattr(path: string): string[];
+  /** mode includes the file type: S_IFCHR, S_IFBLK or S_IFIFO */
+  mknod(path: string, mode: number, major: number, minor: number): void;
+  mount(source: string, target: string, fstype: string, flags: number, data: string): void;
+  umount2(target: string, flags: number): void;
+}
+
+export const MNT_DETACH = 2;
+
+let addon: NativeFs | undefined;
+
+/** Loaded on first use; src/native, dist/native and dist/bundle all sit two levels below the project root. */
+export function nativeFs(): NativeFs {
+  addon ??= createRequire(import.meta.url)(new URL("../../build/Release/strata_fs.node", import.meta.url).pathname) as NativeFs;
+  return addon;
+}
