@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, mkdirSync, copyFileSync, symlinkSync, writeFileSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, mkdirSync, copyFileSync, symlinkSync, writeFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,7 +8,9 @@ import tarStream from "tar-stream";
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const BIN = join(REPO, "bin", "strata.cjs");
-export const CORPUS = join(REPO, "..", "shared", "corpus");
+/** The shared corpora, read in place: ../shared/corpus beside the checkout (a clone elsewhere finds the workplace's copy). */
+export const CORPUS =
+  process.env.STRATA_CORPUS ?? [join(REPO, "..", "shared", "corpus"), "/work/shared/corpus"].find((p) => existsSync(p)) ?? join(REPO, "..", "shared", "corpus");
 
 export interface Run {
   code: number;
