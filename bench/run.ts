@@ -160,7 +160,7 @@ async function benchImages(): Promise<void> {
   }));
   await writeDockerArchive(archive, images, join(work, "stage"));
   const t0 = Date.now();
-  sh([...STRATA, "--root", root, "load", "-q", "-i", archive]);
+  sh([...STRATA, "--root", root, "load", "-q", "--no-unpack", "-i", archive]);
   const t1 = Date.now();
   sh([...pod, "load", "-q", "-i", archive]);
   const count = (argv: string[]) => sh(argv).trim().split("\n").filter(Boolean).length;
@@ -313,7 +313,7 @@ async function benchLoad(): Promise<void> {
   const oci = join(work, "oci");
   compare({
     name: `load (${(statSync(archive).size / MB).toFixed(0)} MB archive)`,
-    ours: { label: "strata", cmd: [...STRATA, "--root", root, "load", "-q", "-i", archive] },
+    ours: { label: "strata", cmd: [...STRATA, "--root", root, "load", "-q", "--no-unpack", "-i", archive] },
     peer: { label: "skopeo", cmd: ["skopeo", "copy", "-q", `docker-archive:${archive}`, `oci:${oci}:bench`] },
     // Each run starts from an empty destination.
     before: () => {

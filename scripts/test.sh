@@ -6,8 +6,12 @@ npm run build --silent
 exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/unit.test.ts \
   test/content.test.ts \
+  test/layer.test.ts \
+  test/snapshot.test.ts \
   test/schema.test.ts \
   test/images.test.ts \
   test/archive.test.ts \
+  test/union.test.ts \
+  test/containers.test.ts \
   test/interop.test.ts \
   test/crash.test.ts

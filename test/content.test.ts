@@ -13,23 +13,11 @@ import { ownerToken } from "../src/content/proc.js";
 import { sha256, chainIds, digestHex, type Digest } from "../src/digest/index.js";
 import { openMetaStore, type NewImage } from "../src/metastore/index.js";
 import { MediaType } from "../src/oci/index.js";
-import { REPO, tempDir } from "./helpers.js";
+import { REPO, tempDir, rejectsCode } from "./helpers.ts";
 
 /** An owner token naming no live process. */
 const DEAD = "999999.1";
 
-async function rejectsCode(p: Promise<unknown> | (() => unknown), code: string): Promise<StrataError> {
-  let caught: unknown;
-  try {
-    await (typeof p === "function" ? p() : p);
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught !== undefined, `expected a ${code} error, the promise resolved`);
-  assert.ok(caught instanceof StrataError, `expected a StrataError, got ${String(caught)}`);
-  assert.equal(caught.code, code, `wrong code for: ${caught.message}`);
-  return caught;
-}
 
 async function newStore(t: { after: (fn: () => void) => void }): Promise<ContentStore> {
   const store = new ContentStore(tempDir(t, "strata-content-"));
@@ -428,7 +416,7 @@ describe("metastore", () => {
     try {
       assert.equal(meta.db.pragma("journal_mode", { simple: true }), "wal");
       assert.equal(meta.db.pragma("foreign_keys", { simple: true }), 1);
-      assert.equal(meta.db.pragma("user_version", { simple: true }), 1);
+      assert.equal(meta.db.pragma("user_version", { simple: true }), 2, "schema version: images, then snapshots and containers");
       meta.write(() => meta.putImage(image("a", [layer("1", "1")], ["docker.io/library/a:latest"])));
     } finally {
       meta.close();

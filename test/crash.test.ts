@@ -105,3 +105,113 @@ test("several strata processes on one root at once never corrupt it", async (t) 
   const du = JSON.parse(ok(strata(root, ["system", "df", "--format", "json"])).stdout);
   assert.equal(du.unreferencedBytes, 0, "nothing was orphaned: rmi/gc deleted exactly what became unreferenced");
 });
+
+test("kill -9 during unpack and during commit leaves no half snapshot in use; the next command repairs it", async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, "root");
+  const layers = await Promise.all([0, 1, 2].map(async (i) => makeTar(Array.from({ length: 400 }, (_, j) => ({ name: `d${i}/f${j}`, content: randomBytes(20_000) })))));
+  const archive = join(dir, "u.tar");
+  writeFileSync(archive, await makeDockerArchive([{ layers, tags: ["unpack/me:1"] }]));
+  // How long a whole create (start-up + unpack) takes here, so the kills land inside it.
+  ok(strata(root, ["load", "--no-unpack", "-i", archive]));
+  const t0 = Date.now();
+  ok(strata(root, ["create", "--name", "timing", "unpack/me:1"]));
+  const span = Date.now() - t0;
+  ok(strata(root, ["rm", "timing"]));
+  ok(strata(root, ["rmi", "unpack/me:1"]));
+  ok(strata(root, ["gc"]));
+  let killed = 0;
+  for (let i = 0; i < 10; i++) {
+    ok(strata(root, ["load", "--no-unpack", "-i", archive]));
+    const r = await killAfter(root, ["create", "unpack/me:1"], Math.floor(span * (0.4 + 0.55 * Math.random())));
+    if (r.killed) killed++;
+    const check = strata(root, ["check"]);
+    assert.equal(check.code, 0, check.stderr);
+    // Whatever was half-made is gone; a new container sees the whole image.
+    const id = ok(strata(root, ["create", "unpack/me:1"])).stdout.trim();
+    const merged = ok(strata(root, ["mount", id])).stdout.trim();
+    const { readdirSync } = await import("node:fs");
+    assert.deepEqual(readdirSync(merged).sort(), ["d0", "d1", "d2"]);
+    assert.equal(readdirSync(join(merged, "d2")).length, 400);
+    ok(strata(root, ["umount", id]));
+    ok(strata(root, ["rm", id]));
+    for (const c of ok(strata(root, ["ps", "-a", "-q", "--no-trunc"])).stdout.split("\n").filter(Boolean)) ok(strata(root, ["rm", c]));
+    ok(strata(root, ["rmi", "unpack/me:1"]));
+    ok(strata(root, ["gc"]));
+  }
+  assert.ok(killed >= 5, `most runs were killed mid-unpack (${killed} of 10, a create takes ${span} ms)`);
+  // Kill during commit.
+  ok(strata(root, ["load", "-i", archive]));
+  for (let i = 0; i < 6; i++) {
+    const id = ok(strata(root, ["create", "unpack/me:1"])).stdout.trim();
+    const merged = ok(strata(root, ["mount", id])).stdout.trim();
+    for (let j = 0; j < 200; j++) writeFileSync(join(merged, `new-${j}`), randomBytes(20_000));
+    ok(strata(root, ["umount", id]));
+    await killAfter(root, ["commit", id, `committed/x:${i}`], 100 + Math.floor(Math.random() * 600));
+    const check = strata(root, ["check"]);
+    assert.equal(check.code, 0, check.stderr);
+    ok(strata(root, ["rm", id]));
+  }
+  const { readFileSync } = await import("node:fs");
+  assert.ok(!readFileSync("/proc/self/mounts", "utf8").includes(root), "no mount left behind");
+});
+
+test("a full disk during load, unpack and commit: a clear error, nothing corrupted, space given back", async (t) => {
+  const { mkdirSync, statfsSync } = await import("node:fs");
+  const { spawnSync } = await import("node:child_process");
+  let root = "";
+  // Registered before tempDir's removal so that it runs first (after-hooks run in order).
+  t.after(() => {
+    spawnSync("sh", ["-c", `grep -o ' ${root}[^ ]*' /proc/self/mounts | sort -r | xargs -r -n1 umount -l`]);
+    spawnSync("umount", ["-l", root]);
+  });
+  const dir = tempDir(t);
+  root = join(dir, "root");
+  mkdirSync(root);
+  assert.equal(spawnSync("mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", root]).status, 0);
+  const free = () => {
+    const s = statfsSync(root);
+    return s.bfree * s.bsize;
+  };
+  const small = await makeTar([{ name: "small", content: "s" }]);
+  const archive = join(dir, "small.tar");
+  writeFileSync(archive, await makeDockerArchive([{ layers: [small], tags: ["fits:1"] }]));
+  ok(strata(root, ["load", "-i", archive]));
+  const baseline = free();
+  // 5 layers of 2 MB: the blobs fit, their unpacked copies do not (and meta.db keeps room to work).
+  const big = await Promise.all([0, 1, 2, 3, 4].map(() => makeTar([{ name: "blob", content: randomBytes(2 << 20) }])));
+  const bigArchive = join(dir, "big.tar");
+  writeFileSync(bigArchive, await makeDockerArchive([{ layers: big, tags: ["toobig:1"] }]));
+  const r = strata(root, ["load", "-i", bigArchive]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^Error: .*(ENOSPC|no space left)/i);
+  assert.equal(r.stderr.trim().split("\n").length, 1);
+  ok(strata(root, ["check"]));
+  // Whatever the failed load reported as done is intact; the rest is garbage that gc gives back.
+  strata(root, ["rmi", "-f", "toobig:1"]); // present only if the load got as far as recording it
+  ok(strata(root, ["gc"]));
+  assert.ok(free() >= baseline - 64 * 1024, `space given back (free ${free()} vs ${baseline} before)`);
+  assert.deepEqual(ok(strata(root, ["images", "--format", "{{.Repository}}"])).stdout, "fits\n");
+  // Commit into a full disk.
+  const id = ok(strata(root, ["create", "fits:1"])).stdout.trim();
+  const merged = ok(strata(root, ["mount", id])).stdout.trim();
+  // fill the container's layer until the disk is nearly full, then commit (which needs room for the new layer)
+  const { writeFileSync: wf } = await import("node:fs");
+  let filled = 0;
+  try {
+    for (; filled < 100; filled++) wf(join(merged, `fill-${filled}`), randomBytes(1 << 20));
+  } catch {
+    // ENOSPC while filling: the disk is full, as wanted; free one file so meta.db can still work
+    const { rmSync } = await import("node:fs");
+    rmSync(join(merged, `fill-${filled}`), { force: true });
+    rmSync(join(merged, `fill-${filled - 1}`), { force: true });
+  }
+  ok(strata(root, ["umount", id]));
+  const c = strata(root, ["commit", id, "full:1"]);
+  assert.equal(c.code, 1);
+  assert.match(c.stderr, /^Error: .*(ENOSPC|no space left)/i);
+  ok(strata(root, ["check"]));
+  ok(strata(root, ["rm", id]));
+  ok(strata(root, ["gc"]));
+  assert.ok(free() >= baseline - 64 * 1024, "space given back after the failed commit");
+});

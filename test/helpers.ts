@@ -5,6 +5,8 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createHash } from "node:crypto";
 import tarStream from "tar-stream";
+import assert from "node:assert/strict";
+import { StrataError } from "../src/errors/index.ts";
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const BIN = join(REPO, "bin", "strata.cjs");
@@ -71,25 +73,66 @@ export function busyboxRootfs(dir: string, extra: Record<string, string> = {}): 
 export interface TarFile {
   name: string;
   content?: string | Buffer;
-  type?: "file" | "directory" | "symlink";
+  type?: "file" | "directory" | "symlink" | "link" | "character-device" | "block-device" | "fifo";
   linkname?: string;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  /** seconds since the epoch (default 0) */
+  mtime?: number;
+  devmajor?: number;
+  devminor?: number;
+  pax?: Record<string, string>;
 }
 
-/** Builds a tar in memory (for layers and hand-made archives). */
+const MAX_OCTAL_ID = 0o7777777;
+
+/** Builds a tar in memory (layers, hand-made archives, hostile input): names are written exactly as given; ids too big for octal go in PAX. */
 export async function makeTar(files: TarFile[]): Promise<Buffer> {
   const pack = tarStream.pack();
   const chunks: Buffer[] = [];
   pack.on("data", (c) => chunks.push(c as Buffer));
   const done = new Promise<void>((r) => pack.on("end", () => r()));
   for (const f of files) {
+    const type = f.type ?? "file";
     const body = f.content === undefined ? Buffer.alloc(0) : Buffer.from(f.content);
-    await new Promise<void>((resolve, reject) =>
-      pack.entry({ name: f.name, type: f.type ?? "file", linkname: f.linkname, mode: f.type === "directory" ? 0o755 : 0o644, mtime: new Date(0), uid: 0, gid: 0 }, body, (e) => (e ? reject(e) : resolve())),
-    );
+    const uid = f.uid ?? 0;
+    const gid = f.gid ?? 0;
+    const pax: Record<string, string> = { ...f.pax };
+    if (uid > MAX_OCTAL_ID) pax.uid = String(uid);
+    if (gid > MAX_OCTAL_ID) pax.gid = String(gid);
+    const header = {
+      name: f.name,
+      type,
+      linkname: f.linkname,
+      mode: f.mode ?? (type === "directory" ? 0o755 : type === "symlink" ? 0o777 : 0o644),
+      uid: Math.min(uid, MAX_OCTAL_ID),
+      gid: Math.min(gid, MAX_OCTAL_ID),
+      mtime: new Date((f.mtime ?? 0) * 1000),
+      devmajor: f.devmajor ?? 0,
+      devminor: f.devminor ?? 0,
+      ...(Object.keys(pax).length ? { pax } : {}),
+    };
+    await new Promise<void>((resolve, reject) => pack.entry(header as tarStream.Header, body, (e) => (e ? reject(e) : resolve())));
   }
   pack.finalize();
   await done;
   return Buffer.concat(chunks);
+}
+
+/** Asserts that `p` (a promise, or a function that may also throw synchronously) fails with a StrataError of `code`. */
+export async function rejectsCode(p: Promise<unknown> | (() => unknown), code: string, msg?: RegExp): Promise<StrataError> {
+  let caught: unknown;
+  try {
+    await (typeof p === "function" ? p() : p);
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught !== undefined, `expected a ${code} error, the call succeeded`);
+  assert.ok(caught instanceof StrataError, `expected a StrataError, got ${String(caught)}`);
+  assert.equal(caught.code, code, `wrong code for: ${caught.message}`);
+  if (msg) assert.match(caught.message, msg);
+  return caught;
 }
 
 export interface ArchiveImage {

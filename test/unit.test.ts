@@ -18,7 +18,7 @@ import { parseManifest, parseIndex, parseConfig, MediaType, MAX_MANIFEST_BYTES }
 import { humanSize, humanDuration, table, renderTemplate } from "../src/cli/format.js";
 import { applyChange } from "../src/engine/changes.js";
 import { detectCompression, isTarHeader, packDirectory } from "../src/archive/index.js";
-import { makeTar, tempDir } from "./helpers.js";
+import { makeTar, tempDir, rejectsCode } from "./helpers.ts";
 
 const HEX_A = "a".repeat(64);
 const HEX_B = "b".repeat(64);
@@ -39,18 +39,6 @@ function throwsCode(fn: () => unknown, code: string, msg?: RegExp): StrataError 
   return caught;
 }
 
-async function rejectsCode(p: Promise<unknown>, code: string): Promise<StrataError> {
-  let caught: unknown;
-  try {
-    await p;
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught !== undefined, `expected a ${code} error, the promise resolved`);
-  assert.ok(caught instanceof StrataError, `expected a StrataError, got ${String(caught)}`);
-  assert.equal(caught.code, code, `wrong code for: ${caught.message}`);
-  return caught;
-}
 
 // ---------------------------------------------------------------------------
 describe("reference", () => {

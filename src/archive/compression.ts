@@ -41,6 +41,7 @@ export async function decompress(src: Readable): Promise<Readable> {
     const { createGunzip } = await import("node:zlib");
     const gunzip = createGunzip();
     head.stream.on("error", (e) => gunzip.destroy(e));
+    gunzip.on("close", () => head.stream.destroy());
     return head.stream.pipe(gunzip);
   }
   const { spawn } = await import("node:child_process");
@@ -72,12 +73,16 @@ export async function peek(src: Readable, n: number): Promise<{ head: Buffer; st
   const head = Buffer.concat(chunks);
   const stream = Readable.from(
     (async function* () {
-      if (head.length) yield head;
-      if (done) return;
-      for (;;) {
-        const r = await it.next();
-        if (r.done) return;
-        yield r.value as Buffer;
+      try {
+        if (head.length) yield head;
+        if (done) return;
+        for (;;) {
+          const r = await it.next();
+          if (r.done) return;
+          yield r.value as Buffer;
+        }
+      } finally {
+        await it.return?.(); // ends (destroys) the source when the consumer stops early
       }
     })(),
     { objectMode: false },

@@ -29,6 +29,16 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   "system df": { summary: "Show disk usage: images, layers, shared and unique bytes", load: () => import("./commands/df.js") },
   gc: { summary: "Remove unreferenced blobs and stale partial writes", load: () => import("./commands/gc.js") },
   check: { summary: "Verify every blob's digest and every reference in the store", load: () => import("./commands/check.js") },
+  fs: { summary: "Browse an image's merged filesystem without unpacking it (ls, cat, tree)", load: () => import("./commands/fs.js") },
+  create: { summary: "Create a container: a writable copy-on-write layer over an image", load: () => import("./commands/create.js") },
+  ps: { summary: "List containers", load: () => import("./commands/ps.js") },
+  mount: { summary: "Mount a container's root filesystem and print where", load: () => import("./commands/mount.js") },
+  umount: { summary: "Unmount a container's root filesystem", load: () => import("./commands/mount.js") },
+  diff: { summary: "Inspect changes to files or directories on a container's filesystem", load: () => import("./commands/diff.js") },
+  commit: { summary: "Create a new image from a container's changes", load: () => import("./commands/commit.js") },
+  rm: { summary: "Remove one or more containers (their writable layers)", load: () => import("./commands/rm.js") },
+  export: { summary: "Export a container's filesystem as a tar archive", load: () => import("./commands/export.js") },
+  layers: { summary: "Show an image's layers and the local images that share them", load: () => import("./commands/layers.js") },
 };
 
 const ALIASES: Record<string, string> = {
@@ -44,6 +54,13 @@ const ALIASES: Record<string, string> = {
   "image prune": "gc",
   "system gc": "gc",
   "system check": "check",
+  "container create": "create",
+  "container ls": "ps",
+  "container list": "ps",
+  "container rm": "rm",
+  "container diff": "diff",
+  "container commit": "commit",
+  "container export": "export",
   df: "system df",
 };
 
@@ -55,6 +72,7 @@ A daemonless, Docker-compatible image and container engine
 
 Options:
       --root DIR   Data root (default /var/lib/strata as root, $XDG_DATA_HOME/strata otherwise; or STRATA_ROOT)
+      --storage-driver overlay|vfs   Snapshot driver for a new root (default: overlay when the kernel mounts it)
   -D, --debug      Print stack traces on errors
   -v, --version    Print version information and quit
   -h, --help       Print usage
@@ -92,12 +110,21 @@ export async function main(argv: string[]): Promise<number> {
   const out = fdWriter(1, () => process.stdout);
   const err = fdWriter(2, () => process.stderr);
   let root: string | undefined;
+  let storageDriver: "overlay" | "vfs" | undefined;
   let debug = false;
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--root") root = argv[++i];
     else if (a.startsWith("--root=")) root = a.slice(7);
+    else if (a === "--storage-driver" || a.startsWith("--storage-driver=")) {
+      const d = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i];
+      if (d !== "overlay" && d !== "vfs") {
+        err.write(`Error: invalid storage driver "${d}": overlay or vfs\n`);
+        return 125;
+      }
+      storageDriver = d;
+    }
     else if (a === "-D" || a === "--debug") debug = true;
     else if (a === "-h" || a === "--help") {
       out.write(globalHelp());
@@ -146,7 +173,7 @@ export async function main(argv: string[]): Promise<number> {
     command: name,
     out,
     err,
-    engine: () => engine ?? (engine = new EngineCtor!({ root })),
+    engine: () => engine ?? (engine = new EngineCtor!({ root, storageDriver })),
   };
   let EngineCtor: typeof Engine | undefined;
   try {

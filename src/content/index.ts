@@ -88,6 +88,7 @@ export class ContentStore {
     const { VerifyStream } = await import("../digest/stream.js");
     const verify = new VerifyStream({ digest: d, size: expectedSize }, `blob ${d}`);
     src.on("error", (e) => verify.destroy(e));
+    verify.on("close", () => src.destroy());
     return src.pipe(verify);
   }
 

@@ -1,24 +1,31 @@
 import { existsSync, mkdirSync, rmSync, statSync, createReadStream, promises as fs } from "node:fs";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { StrataError, wrap } from "../errors/index.js";
+import { StrataError, isStrataError, wrap } from "../errors/index.js";
+import { randomBytes } from "node:crypto";
+import { OverlaySnapshotter, VfsSnapshotter } from "../snapshot/index.js";
+import { probeOverlay } from "../snapshot/mount.js";
 import { chainIds, sha256, isDigest, type Digest } from "../digest/index.js";
 import { ContentStore, type PendingBlob } from "../content/index.js";
 import { ownerAlive, ownerToken } from "../content/proc.js";
 import { openMetaStore, type MetaStore, type ImageRow, type ImageLayerRow } from "../metastore/index.js";
 import { MediaType, hostPlatform, parseConfig, parseManifest, MAX_MANIFEST_BYTES, type ImageConfig, type HistoryEntry } from "../oci/index.js";
 import { familiarName, familiarString, formatReference, parseReference, splitTagged } from "../reference/index.js";
-import { StoreImage, notFound } from "../image/index.js";
+import { StoreImage, notFound, storeLayer } from "../image/index.js";
+import { UnionView } from "../union/index.js";
 import type { PreparedImage } from "../layout/load.js";
 import type { ArchiveFormat } from "../layout/save.js";
 import { ensureLayoutFiles, renderIndex, writeIndexView } from "../layout/view.js";
 import { defaultRoot } from "./root.js";
+import { Containers } from "./containers.js";
 
 export { defaultRoot };
 
 export interface EngineOptions {
   /** data root; default /var/lib/strata (root) or $XDG_DATA_HOME/strata */
   root?: string;
+  /** snapshot driver for a new root (default: overlay when the kernel mounts it, else vfs; or STRATA_STORAGE_DRIVER) */
+  storageDriver?: "overlay" | "vfs";
 }
 
 export interface ImageSummary {
@@ -64,6 +71,15 @@ export interface DiskUsage {
   unreferencedBytes: number;
 }
 
+interface NewLayer {
+  pending: PendingBlob;
+  digest: Digest;
+  size: number;
+  diffId: Digest;
+  uncompressedSize: number;
+  mediaType: string;
+}
+
 export interface CheckReport {
   blobs: number;
   images: number;
@@ -79,10 +95,125 @@ export class Engine {
   readonly root: string;
   readonly content: ContentStore;
   private metaStore?: MetaStore;
+  private snapshotter?: OverlaySnapshotter | VfsSnapshotter;
+  private readonly storageDriver?: "overlay" | "vfs";
 
   constructor(opts: EngineOptions = {}) {
     this.root = opts.root ?? defaultRoot();
     this.content = new ContentStore(this.root);
+    const env = process.env.STRATA_STORAGE_DRIVER;
+    this.storageDriver = opts.storageDriver ?? (env === "overlay" || env === "vfs" ? env : undefined);
+  }
+
+  /**
+   * The snapshotter of this root. The driver is chosen once, when the root
+   * first needs one (overlay if the kernel mounts it here, else vfs), and
+   * recorded with the reason, as `strata info` shows.
+   */
+  get snapshots(): OverlaySnapshotter | VfsSnapshotter {
+    if (this.snapshotter) return this.snapshotter;
+    const meta = this.meta;
+    let driver = meta.getMeta("storage_driver");
+    if (!driver) {
+      let reason = "chosen with --storage-driver";
+      let want = this.storageDriver;
+      if (!want) {
+        const probe = probeOverlay(this.root);
+        want = probe.ok ? "overlay" : "vfs";
+        reason = probe.reason;
+      }
+      driver = meta.write(() => {
+        const now = meta.getMeta("storage_driver");
+        if (now) return now;
+        meta.setMeta("storage_driver", want!);
+        meta.setMeta("storage_driver_reason", reason);
+        return want!;
+      });
+    }
+    if (this.storageDriver && this.storageDriver !== driver)
+      throw new StrataError("CONFLICT", `this root uses the ${driver} storage driver, not ${this.storageDriver}`);
+    this.snapshotter = driver === "overlay" ? new OverlaySnapshotter(this.root, meta) : new VfsSnapshotter(this.root, meta);
+    return this.snapshotter;
+  }
+
+  private containerStore?: Containers;
+
+  /** Containers: writable copy-on-write layers over images. */
+  get containers(): Containers {
+    return (this.containerStore ??= new Containers(this));
+  }
+
+  /** Where a container's files live: containers/<id>/ (the merged mount point and, later, the runtime bundle). */
+  containerDir(id: string): string {
+    return join(this.root, "containers", id);
+  }
+
+  /**
+   * Unpacks an image's layers into snapshots, once per chainID: layers
+   * another image already unpacked are shared. With overlay the missing
+   * layers are applied side by side (a layer's diff does not depend on what
+   * is below it) and stacked as they are committed; vfs copies the parent,
+   * so it goes one layer after the other. Returns the top chainID.
+   */
+  async unpack(ref: string | StoreImage): Promise<string | undefined> {
+    const img = typeof ref === "string" ? this.image(ref) : ref;
+    const layers = await img.layers();
+    const sn = this.snapshots;
+    await sn.cleanup();
+    const chains = (await img.layerRows()).map((l) => l.chain_id);
+    if (layers.length === 0) return undefined;
+    const missing = layers.map((l, i) => ({ layer: l, chain: chains[i], parent: i ? chains[i - 1] : undefined })).filter((x) => !sn.has(x.chain));
+    if (missing.length === 0) return chains[chains.length - 1];
+    const { applyLayer } = await import("../archive/extract.js");
+    const apply = async (x: (typeof missing)[number], parent: string | undefined) => {
+      const key = `extract-${randomBytes(6).toString("hex")}-${x.chain}`;
+      await sn.prepare(key, parent);
+      try {
+        const target = await sn.applyTarget(key);
+        await applyLayer(await x.layer.uncompressed(), target.dir, { whiteouts: target.whiteouts });
+      } catch (e) {
+        await sn.remove(key).catch(() => {});
+        throw wrap(e, "IO", `unpack layer ${x.layer.digest}`);
+      }
+      return key;
+    };
+    /** Commits `key` as `chain`; another process may have done it first, which is fine. */
+    const commit = async (key: string, chain: string, parent: string | undefined, reparent: boolean) => {
+      try {
+        await sn.commit(chain, key, reparent ? parent : undefined);
+      } catch (e) {
+        if (!isStrataError(e, "ALREADY_EXISTS")) throw e;
+        await sn.remove(key);
+      }
+    };
+    if (sn.driver === "overlay") {
+      const keys: string[] = new Array(missing.length);
+      let next = 0;
+      let failure: unknown;
+      const worker = async () => {
+        while (next < missing.length && failure === undefined) {
+          const i = next++;
+          try {
+            keys[i] = await apply(missing[i], undefined);
+          } catch (e) {
+            failure ??= e;
+          }
+        }
+      };
+      // Both workers finish before anything is decided, so a failure leaves no layer half-applied behind.
+      await Promise.all([worker(), worker()]);
+      if (failure !== undefined) {
+        for (const k of keys) if (k) await sn.remove(k).catch(() => {});
+        throw failure;
+      }
+      for (const [i, x] of missing.entries()) await commit(keys[i], x.chain, x.parent, x.parent !== undefined);
+    } else {
+      for (const x of missing) {
+        if (sn.has(x.chain)) continue;
+        await commit(await apply(x, x.parent), x.chain, x.parent, false);
+      }
+    }
+    return chains[chains.length - 1];
   }
 
   /** Opens (creating when needed) meta.db and the layout; memoised. */
@@ -230,7 +361,7 @@ export class Engine {
     });
   }
 
-  rmi(refs: string[], opts: { force?: boolean } = {}): RmiResult {
+  async rmi(refs: string[], opts: { force?: boolean } = {}): Promise<RmiResult> {
     const result: RmiResult = { untagged: [], deleted: [] };
     const meta = this.meta;
     for (const ref of refs) {
@@ -250,6 +381,9 @@ export class Engine {
         } else {
           if (!byName && tags.length > 1 && !opts.force)
             throw new StrataError("CONFLICT", `unable to delete ${img.config_digest.slice(7, 19)} (must be forced) - image is referenced in multiple repositories`);
+          const users = this.containers.usersOf(img.digest);
+          if (users.length)
+            throw new StrataError("CONFLICT", `unable to remove ${byName ? `repository reference "${ref}"` : img.config_digest.slice(7, 19)} - container ${users[0].slice(0, 12)} is using its referenced image ${img.config_digest.slice(7, 19)}`);
           result.untagged.push(...tags);
           const digests = [img.digest, img.config_digest, ...meta.layersOf(img.digest).map((l) => l.digest)];
           meta.removeImage(img.digest);
@@ -259,7 +393,29 @@ export class Engine {
         writeIndexView(this.root, meta);
       });
     }
+    if (result.deleted.length) await this.pruneSnapshots();
     return result;
+  }
+
+  /** Removes committed layer snapshots that no image lists and nothing is stacked on. */
+  async pruneSnapshots(): Promise<string[]> {
+    if (!this.meta.getMeta("storage_driver")) return [];
+    const sn = this.snapshots;
+    const removed = [...(await sn.cleanup())];
+    for (;;) {
+      const rows = this.meta.db
+        .prepare(
+          `SELECT key FROM snapshots s WHERE kind = 'committed'
+             AND NOT EXISTS (SELECT 1 FROM image_layers il WHERE il.chain_id = s.key)
+             AND NOT EXISTS (SELECT 1 FROM snapshots c WHERE c.parent = s.key)`,
+        )
+        .all() as { key: string }[];
+      if (rows.length === 0) return removed;
+      for (const r of rows) {
+        await sn.remove(r.key).catch(() => {});
+        removed.push(r.key);
+      }
+    }
   }
 
   /** Deletes the given blobs that no image and no live writer references. Inside a write transaction. */
@@ -335,7 +491,7 @@ export class Engine {
   }
 
   /** `strata load`: a docker-archive or OCI archive (plain or gzip) from a file or stream. */
-  async load(input: string | Readable): Promise<PreparedImage[]> {
+  async load(input: string | Readable, opts: { unpack?: boolean } = {}): Promise<PreparedImage[]> {
     this.meta;
     const src = typeof input === "string" ? await openInput(input) : input;
     const { readArchive } = await import("../layout/load.js");
@@ -345,6 +501,7 @@ export class Engine {
     } finally {
       await prepared.cleanup();
     }
+    if (opts.unpack !== false) for (const img of prepared.images) await this.unpack(img.manifest.digest);
     return prepared.images;
   }
 
@@ -366,13 +523,10 @@ export class Engine {
   }
 
   /** `strata import`: a one-layer image from a root filesystem (directory, tar, tar.gz, tar.zst or "-"). */
-  async importRootfs(source: string | Readable, ref?: string, opts: { message?: string; changes?: string[]; platform?: { os: string; architecture: string; variant?: string } } = {}): Promise<PreparedImage> {
+  async importRootfs(source: string | Readable, ref?: string, opts: { message?: string; changes?: string[]; platform?: { os: string; architecture: string; variant?: string }; unpack?: boolean } = {}): Promise<PreparedImage> {
     const target = ref ? formatReference(parseReference(ref)) : undefined;
     this.meta;
-    const [{ detectCompression, isTarHeader, peek, sourceDateEpoch, decompress }, { DigestStream }] = await Promise.all([
-      import("../archive/compression.js"),
-      import("../digest/stream.js"),
-    ]);
+    const { detectCompression, isTarHeader, peek, sourceDateEpoch } = await import("../archive/compression.js");
     let raw: Readable;
     let label = "-";
     if (typeof source === "string") {
@@ -386,27 +540,8 @@ export class Engine {
     const compression = detectCompression(head);
     if (compression === "none" && !isTarHeader(head.subarray(0, 512)))
       throw new StrataError("INVALID_ARCHIVE", `import ${label}: not a tar archive`);
-    const pending = await this.content.begin();
+    const layer = await this.ingestLayer(stream, compression);
     try {
-      let diffId: Digest;
-      let uncompressedSize: number;
-      if (compression === "none") {
-        // Store gzip-compressed, hashing the tar (diffID) and the gzip (digest) in one pass.
-        const plainHash = new DigestStream();
-        const gz = (await import("node:zlib")).createGzip();
-        stream.on("error", (e) => gz.destroy(e));
-        stream.pipe(plainHash).pipe(gz);
-        for await (const chunk of gz) await pending.write(chunk as Buffer);
-        diffId = plainHash.digest();
-        uncompressedSize = plainHash.bytes;
-      } else {
-        for await (const chunk of stream) await pending.write(chunk as Buffer);
-        const h = new DigestStream();
-        for await (const _ of (await decompress(createReadStream(pending.path))).pipe(h)) void _;
-        diffId = h.digest();
-        uncompressedSize = h.bytes;
-      }
-      const blob = await pending.finish();
       const epoch = sourceDateEpoch();
       const created = (epoch !== undefined ? new Date(epoch * 1000) : new Date()).toISOString();
       const runConfig: NonNullable<ImageConfig["config"]> = {};
@@ -421,29 +556,117 @@ export class Engine {
         ...(platform.variant ? { variant: platform.variant } : {}),
         os: platform.os,
         config: runConfig,
-        rootfs: { type: "layers", diff_ids: [diffId] },
+        rootfs: { type: "layers", diff_ids: [layer.diffId] },
         history: [{ created, created_by: "strata import", comment: opts.message ?? `imported from ${label}` }],
       };
-      const configRaw = Buffer.from(JSON.stringify(config));
-      const layerMediaType = compression === "zstd" ? MediaType.OciLayerZstd : MediaType.OciLayerGzip;
-      const manifestRaw = Buffer.from(
-        JSON.stringify({
-          schemaVersion: 2,
-          mediaType: MediaType.OciManifest,
-          config: { mediaType: MediaType.OciConfig, digest: sha256(configRaw), size: configRaw.length },
-          layers: [{ mediaType: layerMediaType, digest: blob.digest, size: blob.size }],
-        }),
-      );
-      const prepared: PreparedImage = {
-        manifest: { digest: sha256(manifestRaw), mediaType: MediaType.OciManifest, size: manifestRaw.length, raw: manifestRaw, generated: true },
-        config: { digest: sha256(configRaw), mediaType: MediaType.OciConfig, size: configRaw.length, parsed: config },
-        layers: [{ digest: blob.digest, mediaType: layerMediaType, size: blob.size, diffId, uncompressedSize, chainId: chainIds([diffId])[0] }],
-        tags: target ? [target] : [],
-      };
-      await this.commitImages([prepared], new Map<Digest, PendingBlob | Buffer>([[blob.digest, pending], [prepared.config.digest, configRaw]]));
+      const prepared = await this.storeImage(config, [], layer, "oci", target);
+      if (opts.unpack !== false) await this.unpack(prepared.manifest.digest);
       return prepared;
     } finally {
+      await layer.pending.abort();
+    }
+  }
+
+  /**
+   * Writes a layer tar into ingest/: an uncompressed one is gzipped on the
+   * way, hashing the tar (diffID) and the gzip (digest) in one pass; a
+   * compressed one is stored as is and decompressed once for its diffID.
+   */
+  private async ingestLayer(stream: Readable, compression: "gzip" | "zstd" | "none"): Promise<NewLayer> {
+    const [{ decompress }, { DigestStream }] = await Promise.all([import("../archive/compression.js"), import("../digest/stream.js")]);
+    const pending = await this.content.begin();
+    try {
+      let diffId: Digest;
+      let uncompressedSize: number;
+      if (compression === "none") {
+        const plainHash = new DigestStream();
+        const gz = (await import("node:zlib")).createGzip();
+        stream.on("error", (e) => gz.destroy(e));
+        plainHash.on("error", (e) => gz.destroy(e));
+        stream.pipe(plainHash).pipe(gz);
+        for await (const chunk of gz) await pending.write(chunk as Buffer);
+        diffId = plainHash.digest();
+        uncompressedSize = plainHash.bytes;
+      } else {
+        for await (const chunk of stream) await pending.write(chunk as Buffer);
+        const h = new DigestStream();
+        for await (const _ of (await decompress(createReadStream(pending.path))).pipe(h)) void _;
+        diffId = h.digest();
+        uncompressedSize = h.bytes;
+      }
+      const blob = await pending.finish();
+      const mediaType = compression === "zstd" ? MediaType.OciLayerZstd : MediaType.OciLayerGzip;
+      return { pending, digest: blob.digest, size: blob.size, diffId, uncompressedSize, mediaType };
+    } catch (e) {
       await pending.abort();
+      throw e;
+    }
+  }
+
+  /**
+   * Records an image made here: `config` already lists every diffID; the
+   * manifest lists `base` layers then `layer`, in the OCI or Docker schema2
+   * family (commit keeps its base image's family, as Docker does).
+   */
+  private async storeImage(config: ImageConfig, base: ImageLayerRow[], layer: NewLayer | undefined, family: "oci" | "docker", tag?: string): Promise<PreparedImage> {
+    const configRaw = Buffer.from(JSON.stringify(config));
+    const docker = family === "docker";
+    const layerType = (mt: string) => (docker && mt === MediaType.OciLayerGzip ? MediaType.DockerLayerGzip : mt);
+    const layers = [...base.map((l) => ({ digest: l.digest, mediaType: l.media_type, size: l.size, diffId: l.diff_id, uncompressedSize: l.uncompressed_size })), ...(layer ? [{ ...layer, mediaType: layerType(layer.mediaType) }] : [])];
+    const configDesc = { mediaType: docker ? MediaType.DockerConfig : MediaType.OciConfig, digest: sha256(configRaw), size: configRaw.length };
+    const manifestRaw = Buffer.from(
+      JSON.stringify(
+        docker
+          ? { schemaVersion: 2, mediaType: MediaType.DockerManifest, config: { mediaType: configDesc.mediaType, size: configDesc.size, digest: configDesc.digest }, layers: layers.map((l) => ({ mediaType: l.mediaType, size: l.size, digest: l.digest })) }
+          : { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })) },
+      ),
+    );
+    const chains = chainIds(layers.map((l) => l.diffId));
+    const mediaType = docker ? MediaType.DockerManifest : MediaType.OciManifest;
+    const prepared: PreparedImage = {
+      manifest: { digest: sha256(manifestRaw), mediaType, size: manifestRaw.length, raw: manifestRaw, generated: true },
+      config: { ...configDesc, parsed: config },
+      layers: layers.map((l, i) => ({ ...l, chainId: chains[i] })),
+      tags: tag ? [tag] : [],
+    };
+    const blobs = new Map<Digest, PendingBlob | Buffer>([[prepared.config.digest, configRaw]]);
+    if (layer) blobs.set(layer.digest, layer.pending);
+    await this.commitImages([prepared], blobs);
+    return prepared;
+  }
+
+  /**
+   * `strata commit`: the container's changes become one new layer on top of
+   * its image's layers (whiteouts for deletions, opaque markers for replaced
+   * directories), with a history entry; `changes` are Dockerfile-style config edits.
+   */
+  async commitContainer(ref: string, target?: string, opts: { message?: string; author?: string; changes?: string[] } = {}): Promise<PreparedImage> {
+    const tag = target ? formatReference(parseReference(target)) : undefined;
+    const c = this.containers.get(ref);
+    const img = this.image(c.image);
+    const [base, rows] = await Promise.all([img.config(), img.layerRows()]);
+    const layer = await this.ingestLayer(await this.containers.changesetTar(c), "none");
+    try {
+      const { sourceDateEpoch } = await import("../archive/compression.js");
+      const epoch = sourceDateEpoch();
+      const created = (epoch !== undefined ? new Date(epoch * 1000) : new Date()).toISOString();
+      const config: ImageConfig = structuredClone(base);
+      config.created = created;
+      if (opts.author !== undefined) config.author = opts.author;
+      config.config = { ...(config.config ?? {}) };
+      if (opts.changes?.length) {
+        const { applyChange } = await import("./changes.js");
+        for (const ch of opts.changes) applyChange(config.config, ch);
+      }
+      config.rootfs = { type: "layers", diff_ids: [...base.rootfs.diff_ids, layer.diffId] };
+      const cmd = [...(c.config.Entrypoint ?? []), ...(c.config.Cmd ?? [])].join(" ");
+      config.history = [...(base.history ?? []), { created, created_by: cmd, ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}) }];
+      const family = img.mediaType === MediaType.DockerManifest ? "docker" : "oci";
+      const prepared = await this.storeImage(config, rows, layer, family, tag);
+      await this.unpack(prepared.manifest.digest);
+      return prepared;
+    } finally {
+      await layer.pending.abort();
     }
   }
 
@@ -489,12 +712,13 @@ export class Engine {
   }
 
   /** Removes blobs no image references (and no live writer holds), and stale ingests. */
-  async gc(): Promise<{ blobs: { digest: string; size: number }[]; ingests: { files: number; bytes: number } }> {
+  async gc(): Promise<{ blobs: { digest: string; size: number }[]; ingests: { files: number; bytes: number }; snapshots: string[] }> {
     const meta = this.meta;
     const onDisk = (await this.content.list()).map((b) => b.digest);
     const blobs = meta.write(() => this.deleteUnreferenced(onDisk));
     const ingests = await this.content.cleanIngests();
-    return { blobs, ingests };
+    const snapshots = await this.pruneSnapshots();
+    return { blobs, ingests, snapshots };
   }
 
   /** Verifies every blob's digest and every reference; repairs the index.json view if it lags. */
@@ -520,6 +744,15 @@ export class Engine {
     });
     const present = new Set(blobs.map((b) => b.digest));
     for (const r of rows) problems.push(...(await this.checkImage(r, layerRows.get(r.digest)!, present)));
+    if (meta.getMeta("storage_driver")) {
+      const removed = await this.snapshots.cleanup();
+      if (removed.length) repaired.push(`removed ${removed.length} snapshot(s) a dead process left half-made: ${removed.join(", ")}`);
+      await this.snapshots.walk((info) => {
+        if (!existsSync(info.dir)) problems.push(`snapshot ${info.key}: directory ${info.dir} is missing`);
+      });
+      for (const c of this.containers.list())
+        if (!meta.db.prepare("SELECT 1 FROM snapshots WHERE key = ?").get(c.snapshot)) problems.push(`container ${c.id.slice(0, 12)}: its snapshot is missing`);
+    }
     const view = renderIndex(meta);
     const onDisk = await fs.readFile(join(this.root, "index.json"), "utf8").catch(() => "");
     if (onDisk !== view) {
@@ -544,6 +777,12 @@ export class Engine {
       return [`${what}: ${(e as Error).message}`];
     }
     return [];
+  }
+
+  /** A read-only view of an image's merged filesystem, read from its layer blobs without unpacking them. */
+  union(ref: string): UnionView {
+    const img = this.resolve(ref);
+    return new UnionView(this.meta.layersOf(img.digest).map((r) => storeLayer(this.content, r)));
   }
 }
 

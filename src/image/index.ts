@@ -75,6 +75,8 @@ export function storeLayer(content: ContentStore, r: ImageLayerRow): Layer {
       plain.on("error", (e: NodeJS.ErrnoException) =>
         verify.destroy(e.code?.startsWith("Z_") ? new StrataError("CORRUPT", `layer ${r.digest}: corrupt compressed data (${e.message})`, { cause: e }) : e),
       );
+      // Destroying what the caller holds closes everything below it (the blob's file handle included).
+      verify.on("close", () => plain.destroy());
       return plain.pipe(verify);
     },
   };

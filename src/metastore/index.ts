@@ -9,7 +9,7 @@ import type { Digest } from "../digest/index.js";
  * readers never block the one writer; every multi-step change is one
  * `BEGIN IMMEDIATE` transaction.
  */
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE images (
@@ -52,6 +52,26 @@ const MIGRATIONS: string[] = [
      digest TEXT NOT NULL,
      PRIMARY KEY (owner, digest)
    );`,
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE snapshots (
+     key TEXT PRIMARY KEY,               -- committed: the layer's chainID; active: a caller's key
+     id TEXT NOT NULL UNIQUE,            -- directory under snapshots/
+     parent TEXT REFERENCES snapshots(key),
+     kind TEXT NOT NULL CHECK (kind IN ('committed', 'active', 'view')),
+     owner TEXT,                         -- the process preparing it, while it is being filled (else NULL)
+     created INTEGER NOT NULL
+   );
+   CREATE INDEX snapshots_parent ON snapshots(parent);
+   CREATE TABLE containers (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     image TEXT NOT NULL REFERENCES images(digest),
+     image_ref TEXT NOT NULL,            -- what the user asked for, as docker ps shows it
+     snapshot TEXT NOT NULL REFERENCES snapshots(key),
+     config TEXT NOT NULL,               -- JSON: entrypoint, cmd, env, workdir, user, ...
+     created INTEGER NOT NULL
+   );
+   CREATE INDEX containers_image ON containers(image);`,
 ];
 
 export interface ImageRow {
@@ -229,6 +249,14 @@ export class MetaStore {
     for (const r of this.db.prepare("SELECT DISTINCT layer FROM image_layers").all() as { layer: string }[]) out.add(r.layer);
     for (const r of this.db.prepare("SELECT digest FROM leases").all() as { digest: string }[]) out.add(r.digest);
     return out;
+  }
+
+  getMeta(key: string): string | undefined {
+    return (this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as { value: string } | undefined)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, value);
   }
 
   addLeases(owner: string, digests: Iterable<string>): void {

@@ -10,11 +10,13 @@ Create a one-layer image from a root filesystem: a directory, or a tarball
 Options:
   -c, --change list      Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, ...)
   -m, --message string   Set commit message for imported image
+      --no-unpack        Keep the blob only; do not unpack the layer into a snapshot
       --platform string  Set platform (os/arch[/variant]) of the image`,
   options: {
     change: { type: "string", short: "c", multiple: true },
     message: { type: "string", short: "m" },
     platform: { type: "string" },
+    "no-unpack": { type: "boolean" },
   },
   async run({ values, positionals }, ctx) {
     arity("import", positionals, 1, 2);
@@ -28,6 +30,7 @@ Options:
       changes: values.change as string[] | undefined,
       message: values.message as string | undefined,
       platform,
+      unpack: !values["no-unpack"],
     });
     ctx.out.write(`${img.config.digest}\n`);
     return 0;

@@ -17,7 +17,7 @@ Options:
     let failed = 0;
     for (const ref of positionals) {
       try {
-        const r = engine.rmi([ref], { force: !!values.force });
+        const r = await engine.rmi([ref], { force: !!values.force });
         for (const u of r.untagged) ctx.out.write(`Untagged: ${familiarString(parseReference(u))}\n`);
         for (const d of r.deleted) ctx.out.write(`Deleted: ${d}\n`);
       } catch (e) {

@@ -1,0 +1,551 @@
+import * as fs from "node:fs";
+import { resolve } from "node:path";
+import type { Readable, Writable } from "node:stream";
+import type tarStream from "tar-stream";
+import { StrataError, isErrno, isStrataError } from "../errors/index.js";
+import { nativeFs, type NativeFs } from "../native/index.js";
+import { OVERLAY_OPAQUE_XATTR, isOverlayWhiteout, parseWhiteout, type WhiteoutName } from "./whiteout.js";
+import { entryComponents, RootScope } from "./safejoin.js";
+import { paxXattrs, tarExtract } from "./tar.js";
+
+export interface ApplyOptions {
+  /**
+   * "apply": `root` already holds a full copy of the parent (the vfs driver);
+   * whiteouts delete, opaque markers empty the directory of lower content.
+   * "overlay": `root` is an empty overlay lowerdir for this one layer;
+   * whiteouts become 0/0 character devices, opaque markers the xattr
+   * trusted.overlay.opaque=y.
+   */
+  whiteouts: "overlay" | "apply";
+  /** Apply the entries' owners (default: when running as root). */
+  chown?: boolean;
+}
+
+export interface ApplyResult {
+  /** tar entries applied (PAX and GNU long-name headers not counted) */
+  entries: number;
+  /** regular file bytes written */
+  bytes: number;
+}
+
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
+const CREATE_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW; // libuv adds O_CLOEXEC
+const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
+/** File data is written in batches of at least this many bytes (one writev each). */
+const WRITE_BATCH = 1 << 20;
+const OPAQUE = Buffer.from("y");
+
+type Header = tarStream.Header & { pax?: Record<string, string> | null };
+
+interface DirMeta {
+  mode: number;
+  atime: number;
+  mtime: number;
+  dev: number;
+  ino: number;
+}
+
+function invalid(name: string, why: string): StrataError {
+  return new StrataError("INVALID_ARCHIVE", `invalid layer entry "${name}": ${why}`);
+}
+
+function paxNumber(h: Header, key: string): number | undefined {
+  const v = h.pax?.[key];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw invalid(h.name, `PAX ${key} "${v}" is not a number`);
+  return n;
+}
+
+function paxId(h: Header, key: "uid" | "gid"): number {
+  const n = paxNumber(h, key) ?? h[key];
+  if (!Number.isInteger(n) || n < 0 || n > 0xfffffffe) throw invalid(h.name, `${key} ${n} is out of range`);
+  return n;
+}
+
+function rel2(parent: string, base: string): string {
+  return parent === "" ? base : parent + "/" + base;
+}
+
+/** Writes every buffer, however the kernel splits it. */
+function writeAll(fd: number, bufs: Buffer[], len: number): void {
+  let done = fs.writevSync(fd, bufs);
+  while (done < len) {
+    // A short write: skip what went out and go on with the rest.
+    let skip = done;
+    while (bufs.length && skip >= bufs[0].length) skip -= bufs.shift()!.length;
+    if (skip) bufs[0] = bufs[0].subarray(skip);
+    len -= done;
+    done = fs.writevSync(fd, bufs);
+  }
+}
+
+/** Reads and discards an entry's data (whiteouts, links and devices with a body). */
+function drain(body: Readable): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    body.on("end", resolve);
+    body.on("error", reject);
+    body.resume();
+  });
+}
+
+/**
+ * One layer application into one root. Metadata order per entry: content,
+ * owner, mode (after chown, which clears setuid/setgid), xattrs (after chown,
+ * which clears security.capability), times. Directory modes and times are
+ * applied at the end, deepest first, so later entries neither change their
+ * mtimes nor are refused by a read-only mode.
+ */
+class Applier {
+  readonly scope: RootScope;
+  private readonly native: NativeFs;
+  private readonly overlay: boolean;
+  private readonly chown: boolean;
+  private readonly root: boolean;
+  /** real relative paths this layer made or merged, and their ancestors ("apply" mode: survivors of an opaque marker) */
+  private readonly keep = new Set<string>();
+  private readonly dirs = new Map<string, DirMeta>();
+  entries = 0;
+  bytes = 0;
+
+  constructor(rootDir: string, opts: ApplyOptions) {
+    this.overlay = opts.whiteouts === "overlay";
+    this.root = process.getuid?.() === 0;
+    this.chown = opts.chown ?? this.root;
+    this.native = nativeFs();
+    this.scope = new RootScope(rootDir, this.overlay ? undefined : (rel) => this.kept(rel));
+  }
+
+  private kept(rel: string): void {
+    if (this.overlay) return;
+    while (rel !== "" && !this.keep.has(rel)) {
+      this.keep.add(rel);
+      const i = rel.lastIndexOf("/");
+      rel = i < 0 ? "" : rel.slice(0, i);
+    }
+  }
+
+  /** Removes whatever is at `abs` (rm -rf, never following a symlink); false when nothing was there. */
+  private remove(abs: string): boolean {
+    const st = fs.lstatSync(abs, { throwIfNoEntry: false });
+    if (st === undefined) return false;
+    if (st.isDirectory()) fs.rmSync(abs, { recursive: true, force: true });
+    else fs.unlinkSync(abs);
+    if (st.isDirectory() || st.isSymbolicLink()) this.scope.forget();
+    return true;
+  }
+
+  /** Runs `make`; if the name is taken, removes what is there and runs it again. */
+  private replace<T>(abs: string, make: () => T): T {
+    try {
+      return make();
+    } catch (e) {
+      if (!isErrno(e, "EEXIST")) throw e;
+    }
+    this.remove(abs);
+    return make();
+  }
+
+  private xattrs(abs: string, h: Header): void {
+    const xs = paxXattrs(h);
+    if (!xs) return;
+    for (const [name, value] of xs) {
+      // Overlay's own attributes are never taken from a layer: they would
+      // let a tar forge opaque directories or redirects in a lowerdir.
+      if (name.startsWith("trusted.overlay.")) continue;
+      try {
+        this.native.lsetxattr(abs, name, value);
+      } catch (e) {
+        // As Docker: a filesystem (or a symlink, for user.*) without support is not an error.
+        if (!isErrno(e, "ENOTSUP") && !isErrno(e, "EOPNOTSUPP") && !isErrno(e, "EPERM")) throw e;
+      }
+    }
+  }
+
+  private times(h: Header): { atime: number; mtime: number } {
+    const mtime = paxNumber(h, "mtime") ?? h.mtime.getTime() / 1000;
+    return { atime: paxNumber(h, "atime") ?? mtime, mtime };
+  }
+
+  /** Applies one entry; returns a promise only when it has to read the entry's data. */
+  entry(h: Header, body: Readable): Promise<void> | undefined {
+    this.entries++;
+    const name = h.name;
+    const parts = entryComponents(name);
+    if (parts.length === 0) {
+      if (h.type !== "directory") throw invalid(name, `the root can only be a directory, not a ${h.type}`);
+      this.directoryMeta("", h);
+      return undefined;
+    }
+    for (let i = 0; i < parts.length - 1; i++) if (parts[i].startsWith(".wh.")) throw invalid(name, "a whiteout name used as a directory");
+    const base = parts[parts.length - 1];
+    let wh: WhiteoutName;
+    try {
+      wh = parseWhiteout(base);
+    } catch (e) {
+      throw invalid(name, (e as Error).message);
+    }
+    if (wh.kind !== "none") {
+      this.whiteout(parts, wh, h);
+      return h.size > 0 ? drain(body) : undefined;
+    }
+    const parent = this.scope.dir(parts.slice(0, -1), true, name)!;
+    const rel = rel2(parent, base);
+    const abs = this.scope.abs(rel);
+    this.kept(rel);
+    switch (h.type) {
+      case "file":
+      case "contiguous-file":
+        return this.file(abs, h, body);
+      case "directory":
+        this.directory(parts, rel, abs, h);
+        return undefined;
+      case "symlink":
+        this.symlink(abs, h);
+        break;
+      case "link":
+        this.hardlink(rel, abs, h);
+        break;
+      case "character-device":
+      case "block-device":
+      case "fifo":
+        this.node(abs, h);
+        break;
+      default:
+        throw invalid(name, `unsupported entry type ${String(h.type)}`);
+    }
+    return h.size > 0 ? drain(body) : undefined;
+  }
+
+  /** Streams the data to a new file in batches (sync writes: the stream waits while we write). */
+  private file(abs: string, h: Header, body: Readable): Promise<void> | undefined {
+    const fd = this.replace(abs, () => fs.openSync(abs, CREATE_FLAGS, 0o600));
+    if (h.size === 0) {
+      this.fileMeta(fd, abs, h);
+      return undefined;
+    }
+    return new Promise<void>((resolve, reject) => {
+      let batch: Buffer[] = [];
+      let len = 0;
+      let failed = false;
+      const fail = (e: unknown) => {
+        if (failed) return;
+        failed = true;
+        try {
+          fs.closeSync(fd);
+        } catch {
+          // the first error is the one to report
+        }
+        reject(e);
+      };
+      const flush = () => {
+        writeAll(fd, batch, len);
+        this.bytes += len;
+        batch = [];
+        len = 0;
+      };
+      body.on("data", (chunk: Buffer) => {
+        if (failed) return;
+        batch.push(chunk);
+        len += chunk.length;
+        if (len < WRITE_BATCH) return;
+        try {
+          flush();
+        } catch (e) {
+          fail(e);
+        }
+      });
+      body.on("end", () => {
+        if (failed) return;
+        failed = true;
+        try {
+          if (len > 0) flush();
+        } catch (e) {
+          fs.closeSync(fd);
+          reject(e);
+          return;
+        }
+        try {
+          this.fileMeta(fd, abs, h);
+          resolve();
+        } catch (e) {
+          reject(e);
+        }
+      });
+      body.on("error", fail);
+    });
+  }
+
+  /** Owner, mode, xattrs and times of a written file; closes it. */
+  private fileMeta(fd: number, abs: string, h: Header): void {
+    try {
+      if (this.chown) fs.fchownSync(fd, paxId(h, "uid"), paxId(h, "gid"));
+      fs.fchmodSync(fd, h.mode & 0o7777);
+      this.xattrs(abs, h);
+      const t = this.times(h);
+      fs.futimesSync(fd, t.atime, t.mtime);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  private directory(parts: string[], rel: string, abs: string, h: Header): void {
+    try {
+      fs.mkdirSync(abs, 0o700);
+    } catch (e) {
+      if (!isErrno(e, "EEXIST")) throw e;
+      // A directory over a directory merges; anything else is replaced.
+      if (!fs.lstatSync(abs).isDirectory()) {
+        this.remove(abs);
+        fs.mkdirSync(abs, 0o700);
+      }
+    }
+    this.scope.remember(parts, rel);
+    if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+    this.xattrs(abs, h);
+    this.directoryMeta(rel, h);
+  }
+
+  private directoryMeta(rel: string, h: Header): void {
+    const st = fs.lstatSync(this.scope.abs(rel));
+    if (rel === "" && this.chown) fs.lchownSync(this.scope.root, paxId(h, "uid"), paxId(h, "gid"));
+    const t = this.times(h);
+    this.dirs.set(rel, { mode: h.mode & 0o7777, atime: t.atime, mtime: t.mtime, dev: st.dev, ino: st.ino });
+  }
+
+  private symlink(abs: string, h: Header): void {
+    const target = h.linkname;
+    if (!target) throw invalid(h.name, "symlink without a target");
+    if (target.includes("\0")) throw invalid(h.name, "NUL byte in symlink target");
+    this.replace(abs, () => fs.symlinkSync(target, abs));
+    if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+    this.xattrs(abs, h);
+    const t = this.times(h);
+    fs.lutimesSync(abs, t.atime, t.mtime);
+  }
+
+  /**
+   * A hardlink's target is resolved like any entry name (contained in the
+   * root, parents resolved within it), must exist and must not be a
+   * directory. A link to a symlink links the symlink itself (link(2) does
+   * not follow it) and nothing is ever chmod'ed through it.
+   */
+  private hardlink(rel: string, abs: string, h: Header): void {
+    const linkname = h.linkname ?? "";
+    let lparts: string[];
+    try {
+      lparts = entryComponents(linkname);
+    } catch {
+      throw invalid(h.name, `hardlink target "${linkname}" leaves the root`);
+    }
+    if (lparts.length === 0) throw invalid(h.name, `hardlink to the root "${linkname}"`);
+    const lparent = this.scope.dir(lparts.slice(0, -1), false, h.name);
+    const targetRel = lparent === undefined ? undefined : rel2(lparent, lparts[lparts.length - 1]);
+    const targetAbs = targetRel === undefined ? undefined : this.scope.abs(targetRel);
+    const tst = targetAbs === undefined ? undefined : fs.lstatSync(targetAbs, { throwIfNoEntry: false });
+    if (tst === undefined || targetAbs === undefined) throw invalid(h.name, `hardlink target "${linkname}" does not exist`);
+    if (tst.isDirectory()) throw invalid(h.name, `hardlink target "${linkname}" is a directory`);
+    if (targetRel === rel) return; // a link to itself: nothing to do
+    this.replace(abs, () => fs.linkSync(targetAbs, abs));
+    if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+    if (!tst.isSymbolicLink()) fs.chmodSync(abs, h.mode & 0o7777);
+    this.xattrs(abs, h);
+    const t = this.times(h);
+    fs.lutimesSync(abs, t.atime, t.mtime);
+  }
+
+  private node(abs: string, h: Header): void {
+    const kind = h.type === "character-device" ? S_IFCHR : h.type === "block-device" ? S_IFBLK : S_IFIFO;
+    try {
+      this.replace(abs, () => this.native.mknod(abs, kind | (h.mode & 0o7777), h.devmajor ?? 0, h.devminor ?? 0));
+    } catch (e) {
+      // Without privilege (rootless) devices cannot be made; Docker skips them too.
+      if (kind !== S_IFIFO && !this.root && isErrno(e, "EPERM")) return;
+      throw e;
+    }
+    if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+    fs.chmodSync(abs, h.mode & 0o7777);
+    this.xattrs(abs, h);
+    const t = this.times(h);
+    fs.lutimesSync(abs, t.atime, t.mtime);
+  }
+
+  private whiteout(parts: string[], wh: Exclude<WhiteoutName, { kind: "none" }>, h: Header): void {
+    const dirParts = parts.slice(0, -1);
+    if (wh.kind === "opaque") {
+      const dir = this.scope.dir(dirParts, true, h.name)!;
+      if (this.overlay) this.makeOpaque(dir);
+      else this.hideLower(dir);
+      return;
+    }
+    if (this.overlay) {
+      const dir = this.scope.dir(dirParts, true, h.name)!;
+      // Below an opaque directory a whiteout hides nothing, and overlayfs
+      // would list it (a directory that is not merged is read as it is).
+      if (this.underOpaque(dir)) return;
+      const abs = this.scope.abs(rel2(dir, wh.target));
+      this.replace(abs, () => this.native.mknod(abs, S_IFCHR, 0, 0));
+      if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+      return;
+    }
+    // Nothing to delete when the directory is not there.
+    const dir = this.scope.dir(dirParts, false, h.name);
+    if (dir !== undefined) this.remove(this.scope.abs(rel2(dir, wh.target)));
+  }
+
+  /** Overlay mode: directories this layer made opaque (real relative paths). */
+  private readonly opaqueDirs = new Set<string>();
+
+  private underOpaque(rel: string): boolean {
+    if (this.opaqueDirs.size === 0) return false;
+    for (;;) {
+      if (this.opaqueDirs.has(rel)) return true;
+      if (rel === "") return false;
+      const i = rel.lastIndexOf("/");
+      rel = i < 0 ? "" : rel.slice(0, i);
+    }
+  }
+
+  /** An opaque marker in "overlay" mode: the xattr, and the whiteouts this layer already made below it go (they hide nothing now). */
+  private makeOpaque(dir: string): void {
+    const abs = this.scope.abs(dir);
+    this.native.lsetxattr(abs, OVERLAY_OPAQUE_XATTR, OPAQUE);
+    this.opaqueDirs.add(dir);
+    const purge = (rel: string) => {
+      for (const d of fs.readdirSync(this.scope.abs(rel), { withFileTypes: true })) {
+        const child = rel2(rel, d.name);
+        if (d.isDirectory()) purge(child);
+        else if (d.isCharacterDevice() && isOverlayWhiteout(fs.lstatSync(this.scope.abs(child)))) fs.unlinkSync(this.scope.abs(child));
+      }
+    };
+    purge(dir);
+  }
+
+  /**
+   * An opaque marker in "apply" mode: removes everything below `dir` that
+   * this layer did not make, whether the marker comes before or after the
+   * directory's other entries.
+   */
+  private hideLower(dir: string): void {
+    let removed = false;
+    const walk = (rel: string) => {
+      for (const d of fs.readdirSync(this.scope.abs(rel), { withFileTypes: true })) {
+        const child = rel2(rel, d.name);
+        if (!this.keep.has(child)) {
+          const abs = this.scope.abs(child);
+          if (d.isDirectory()) fs.rmSync(abs, { recursive: true, force: true });
+          else fs.unlinkSync(abs);
+          removed = true;
+        } else if (d.isDirectory()) {
+          walk(child);
+        }
+      }
+    };
+    walk(dir);
+    if (removed) this.scope.forget();
+  }
+
+  /** Directory modes and times, deepest first; a directory replaced since it was made is skipped. */
+  finish(): void {
+    const order = [...this.dirs.keys()].sort((a, b) => depth(b) - depth(a));
+    for (const rel of order) {
+      const m = this.dirs.get(rel)!;
+      let fd: number;
+      try {
+        fd = fs.openSync(this.scope.abs(rel), DIR_FLAGS);
+      } catch (e) {
+        if (isErrno(e, "ENOENT") || isErrno(e, "ENOTDIR") || isErrno(e, "ELOOP")) continue;
+        throw e;
+      }
+      try {
+        const st = fs.fstatSync(fd);
+        if (st.dev !== m.dev || st.ino !== m.ino) continue;
+        fs.fchmodSync(fd, m.mode);
+        fs.futimesSync(fd, m.atime, m.mtime);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+  }
+}
+
+function depth(rel: string): number {
+  if (rel === "") return 0;
+  let n = 1;
+  for (let i = rel.indexOf("/"); i >= 0; i = rel.indexOf("/", i + 1)) n++;
+  return n;
+}
+
+/**
+ * Applies one uncompressed layer tar to `root` (see ApplyOptions for the two
+ * whiteout modes). Tar input is hostile: every name goes through safeJoin
+ * and scoped resolution (src/archive/safejoin.ts), `..` is refused, absolute
+ * names are contained, nothing is written through a symlink, hardlinks must
+ * stay in the root, and the root itself can only be a directory. Errors:
+ * INVALID_ARCHIVE naming the entry for a bad archive, IO for the filesystem,
+ * and the input stream's own errors (e.g. DIGEST_MISMATCH) as they are.
+ * The whole input is consumed, so a verifying stream sees its end.
+ */
+export async function applyLayer(tar: Readable, root: string, opts: ApplyOptions): Promise<ApplyResult> {
+  const rootDir = resolve(root);
+  fs.mkdirSync(rootDir, { recursive: true });
+  if (!fs.lstatSync(rootDir).isDirectory()) throw new StrataError("INVALID_ARGUMENT", `apply layer: ${rootDir} is not a directory`);
+  const applier = new Applier(rootDir, opts);
+  const extract = tarExtract();
+  let current = "";
+  let sourceError: unknown;
+  const onSourceError = (e: unknown) => {
+    sourceError = e;
+    extract.destroy(e as Error);
+  };
+  tar.on("error", onSourceError);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let done = false;
+      const fail = (e: unknown) => {
+        if (done) return;
+        done = true;
+        // When the input failed, that is the error to report, whatever the parser or an entry saw next.
+        if (sourceError !== undefined) e = isStrataError(sourceError) ? sourceError : new StrataError("IO", `apply layer: reading the layer: ${(sourceError as Error).message}`, { cause: sourceError });
+        tar.unpipe(extract as unknown as Writable);
+        tar.destroy();
+        extract.destroy();
+        reject(e);
+      };
+      const entryFailed = (e: unknown, name: string) =>
+        fail(isStrataError(e) || e === sourceError ? e : new StrataError("IO", `apply layer entry "${name}": ${(e as Error).message}`, { cause: e }));
+      // The callback API rather than the async iterator: half the parsing cost per entry.
+      extract.on("entry", (header, body, next) => {
+        const h = header as Header;
+        current = h.name;
+        let pending: Promise<void> | undefined;
+        try {
+          pending = applier.entry(h, body as unknown as Readable);
+        } catch (e) {
+          entryFailed(e, h.name);
+          return;
+        }
+        if (pending) pending.then(() => done || next(), (e) => entryFailed(e, h.name));
+        else queueMicrotask(() => done || next()); // not re-entering the parser from its own event
+      });
+      extract.on("error", (e: unknown) => {
+        if (e === sourceError) fail(isStrataError(e) ? e : new StrataError("IO", `apply layer: reading the layer: ${(e as Error).message}`, { cause: e }));
+        else fail(isStrataError(e) ? e : new StrataError("INVALID_ARCHIVE", `invalid layer tar${current ? ` after entry "${current}"` : ""}: ${(e as Error).message}`, { cause: e }));
+      });
+      extract.on("finish", () => {
+        if (done) return;
+        done = true;
+        resolve();
+      });
+      tar.pipe(extract as unknown as Writable);
+    });
+  } finally {
+    tar.off("error", onSourceError);
+  }
+  try {
+    applier.finish();
+  } catch (e) {
+    throw new StrataError("IO", `apply layer: directory metadata: ${(e as Error).message}`, { cause: e });
+  }
+  return { entries: applier.entries, bytes: applier.bytes };
+}
