@@ -80,6 +80,14 @@ for (const driver of ["overlay", "vfs"]) {
     ok(s("umount", "c1"));
     assert.deepEqual(mountsUnder(root), []);
 
+    // system df counts each container's writable layer (only what it changed) and the unpacked layers.
+    const du = JSON.parse(ok(s("system", "df", "--format", "json")).stdout);
+    assert.equal(du.containers.length, 2);
+    const mine = du.containers.find((c: { id: string }) => c.id === id);
+    assert.ok(mine.inodes >= 8 && mine.bytes > 0, JSON.stringify(mine));
+    // overlay keeps only the changes; vfs holds a full copy, and df reports the bytes on disk.
+    if (driver === "overlay") assert.ok(du.containers.find((c: { id: string }) => c.id === other).inodes <= 1, "an untouched container's layer is (nearly) empty");
+    assert.equal(du.snapshots.count, 1);
     // The other container and the image are untouched.
     const otherMerged = ok(s("mount", other)).stdout.trim();
     assert.equal(readFileSync(join(otherMerged, "etc", "modify"), "utf8"), "old\n");

@@ -39,7 +39,7 @@ export async function decompress(src: Readable): Promise<Readable> {
   if (kind === "none") return head.stream;
   if (kind === "gzip") {
     const { createGunzip } = await import("node:zlib");
-    const gunzip = createGunzip();
+    const gunzip = createGunzip({ chunkSize: 1 << 20 }); // large output chunks: fewer, bigger writes downstream
     head.stream.on("error", (e) => gunzip.destroy(e));
     gunzip.on("close", () => head.stream.destroy());
     return head.stream.pipe(gunzip);

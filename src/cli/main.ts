@@ -38,6 +38,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   commit: { summary: "Create a new image from a container's changes", load: () => import("./commands/commit.js") },
   rm: { summary: "Remove one or more containers (their writable layers)", load: () => import("./commands/rm.js") },
   export: { summary: "Export a container's filesystem as a tar archive", load: () => import("./commands/export.js") },
+  info: { summary: "Display system-wide information (root, storage driver and why)", load: () => import("./commands/info.js") },
   layers: { summary: "Show an image's layers and the local images that share them", load: () => import("./commands/layers.js") },
 };
 
@@ -62,6 +63,7 @@ const ALIASES: Record<string, string> = {
   "container commit": "commit",
   "container export": "export",
   df: "system df",
+  "system info": "info",
 };
 
 function globalHelp(): string {

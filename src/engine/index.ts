@@ -69,6 +69,10 @@ export interface DiskUsage {
   totalBytes: number;
   /** blobs on disk no image references (reclaimable by gc) */
   unreferencedBytes: number;
+  /** unpacked layers (committed snapshots): bytes on disk, each layer once */
+  snapshots: { count: number; bytes: number };
+  /** containers and the bytes of their writable layers */
+  containers: { id: string; name: string; image: string; bytes: number; inodes: number }[];
 }
 
 interface NewLayer {
@@ -708,7 +712,26 @@ export class Engine {
     for (const [, b] of blobUsers) totalBytes += b.size;
     let unreferencedBytes = 0;
     for (const b of await this.content.list()) if (!blobUsers.has(b.digest)) unreferencedBytes += b.size;
-    return { images, layers, totalBytes, unreferencedBytes };
+    const snapshots = { count: 0, bytes: 0 };
+    const containers: DiskUsage["containers"] = [];
+    if (meta.getMeta("storage_driver")) {
+      const sn = this.snapshots;
+      const byKey = new Map(this.containers.list().map((c) => [c.snapshot, c]));
+      const infos: { key: string; kind: string }[] = [];
+      await sn.walk((i) => {
+        infos.push(i);
+      });
+      for (const i of infos) {
+        const u = await sn.usage(i.key);
+        const c = byKey.get(i.key);
+        if (c) containers.push({ id: c.id, name: c.name, image: c.imageRef, bytes: u.bytes, inodes: u.inodes });
+        else if (i.kind === "committed") {
+          snapshots.count++;
+          snapshots.bytes += u.bytes;
+        }
+      }
+    }
+    return { images, layers, totalBytes, unreferencedBytes, snapshots, containers };
   }
 
   /** Removes blobs no image references (and no live writer holds), and stale ingests. */

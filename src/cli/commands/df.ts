@@ -31,6 +31,9 @@ Options:
         [
           ["Images", String(du.images.length), "0", humanSize(onDisk), `${humanSize(reclaim)} (${pct}%)`],
           ["Layers", String(du.layers.length), String(du.layers.length), humanSize(du.layers.reduce((a, l) => a + l.size, 0)), "0B (0%)"],
+          ["Unpacked layers", String(du.snapshots.count), String(du.snapshots.count), humanSize(du.snapshots.bytes), "0B (0%)"],
+          // No container runs yet, so every writable layer is reclaimable by `strata rm`.
+          ["Containers", String(du.containers.length), "0", humanSize(du.containers.reduce((a, c) => a + c.bytes, 0)), `${humanSize(du.containers.reduce((a, c) => a + c.bytes, 0))} (100%)`],
         ],
       ),
     );
@@ -47,6 +50,8 @@ Options:
     }
     ctx.out.write("\nImages space usage:\n\n");
     ctx.out.write(table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"], rows));
+    ctx.out.write("\nContainers space usage:\n\n");
+    ctx.out.write(table(["CONTAINER ID", "IMAGE", "LOCAL VOLUMES", "SIZE", "NAMES"], du.containers.map((c) => [c.id.slice(0, 12), c.image, "0", humanSize(c.bytes), c.name])));
     ctx.out.write("\nLayers space usage:\n\n");
     ctx.out.write(table(["LAYER DIGEST", "DIFF ID", "SIZE", "IMAGES"], du.layers.map((l) => [l.digest.slice(7, 19), l.diffId.slice(7, 19), humanSize(l.size), String(l.images)])));
     return 0;
