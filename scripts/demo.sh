@@ -57,6 +57,36 @@ strata load -i "$work/busybox.tar"
 step "strata images --digests"
 strata images --digests
 
+step "strata fs ls -l demo/busybox /etc   # the merged view, read from the layer blobs, nothing unpacked"
+strata fs ls -l demo/busybox /etc
+
+step "strata create --name demo demo/busybox   # a writable copy-on-write layer over the image"
+strata create --name demo demo/busybox
+
+step "strata mount demo; then write, change and delete through the merged root"
+merged=$(strata mount demo)
+echo "$merged"
+echo "hello from a container" > "$merged/etc/motd"
+echo "demo:x:1000:1000::/home/demo:/bin/sh" >> "$merged/etc/passwd"
+rm "$merged/bin/vi"
+strata umount demo
+
+step "strata diff demo"
+strata diff demo
+
+step "strata commit -m 'add motd, user, drop vi' demo demo/busybox:changed"
+strata commit -m "add motd, user, drop vi" demo demo/busybox:changed
+
+step "strata layers demo/busybox:changed   # the base layer is shared, stored once"
+strata layers demo/busybox:changed
+
+step "strata fs cat demo/busybox:changed /etc/motd"
+strata fs cat demo/busybox:changed /etc/motd
+
+step "strata rm demo   # only the container's layer goes; both images stay"
+strata rm demo
+strata images
+
 step "strata system df -v"
 strata system df -v
 

@@ -25,6 +25,7 @@ Options:
     const onDisk = du.totalBytes + reclaim;
     const pct = onDisk > 0 ? Math.round((reclaim / onDisk) * 100) : 0;
     const shared = du.layers.filter((l) => l.images > 1);
+    const writable = du.containers.reduce((a, c) => a + c.bytes, 0);
     ctx.out.write(
       table(
         ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
@@ -33,7 +34,7 @@ Options:
           ["Layers", String(du.layers.length), String(du.layers.length), humanSize(du.layers.reduce((a, l) => a + l.size, 0)), "0B (0%)"],
           ["Unpacked layers", String(du.snapshots.count), String(du.snapshots.count), humanSize(du.snapshots.bytes), "0B (0%)"],
           // No container runs yet, so every writable layer is reclaimable by `strata rm`.
-          ["Containers", String(du.containers.length), "0", humanSize(du.containers.reduce((a, c) => a + c.bytes, 0)), `${humanSize(du.containers.reduce((a, c) => a + c.bytes, 0))} (100%)`],
+          ["Containers", String(du.containers.length), "0", humanSize(writable), `${humanSize(writable)} (${writable ? 100 : 0}%)`],
         ],
       ),
     );
