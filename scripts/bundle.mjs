@@ -4,14 +4,15 @@
 // a V8 code cache next to it (bin/strata.cjs) so the bundle is not recompiled
 // on every run. Commands still initialise lazily: esbuild turns each dynamic
 // import() of our own modules into a deferred initialiser.
-import { readFileSync, rmSync, writeFileSync, mkdtempSync } from "node:fs";
+import { readFileSync, renameSync, rmSync, writeFileSync, mkdtempSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
 
-const outfile = "dist/bundle/strata.cjs";
-rmSync("dist/bundle", { recursive: true, force: true });
+// Built beside the old bundle and renamed over it, so a CLI running meanwhile never finds it missing.
+const target = "dist/bundle/strata.cjs";
+const outfile = `${target}.tmp-${process.pid}`;
 await build({
   entryPoints: ["src/cli/main.ts"],
   outfile,
@@ -28,6 +29,8 @@ await build({
 const code = readFileSync(outfile, "utf8").replace(/\bimport\("(node:[a-z_/]+)"\)/g, 'Promise.resolve(require("$1"))');
 if (/\bimport\(/.test(code)) throw new Error("bundle still has a dynamic import()");
 writeFileSync(outfile, code);
+rmSync(`${target}.cache`, { force: true });
+renameSync(outfile, target);
 
 // Warm the code cache with a real run of the commonest commands.
 const root = mkdtempSync(join(tmpdir(), "strata-cache-"));
