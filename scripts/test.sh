@@ -13,5 +13,6 @@ exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/archive.test.ts \
   test/union.test.ts \
   test/containers.test.ts \
+  test/cp.test.ts \
   test/interop.test.ts \
   test/crash.test.ts

@@ -698,6 +698,81 @@ const overlaySkip = (() => {
 
 const SEEDS = Array.from({ length: 24 }, (_, i) => 1000 + i * 7919);
 
+/**
+ * A layer as a tar writer makes it from a tree, for a driver that applies
+ * each layer over a copy of its parent (vfs, like Docker's): every directory
+ * named before what it holds, and hardlinks carrying their target's
+ * metadata (they are one inode). Applied over a parent, an implicit parent
+ * merges with (or follows, or is refused by) what the parent has there, so
+ * the generator's implicit and out-of-order parents are written out: as
+ * 0755 root:root, what `tar -x` makes of an implicit parent, so each layer's
+ * own directory, and the overlay reference, is the same tree.
+ */
+function canonicalLayer(layer: Ent[]): Ent[] {
+  const strip = (n: string) => n.replace(/^(\.\/)+/, "").replace(/\/+$/, "");
+  const byName = new Map(layer.map((e) => [strip(e.name), e]));
+  const out: Ent[] = [];
+  const emitted = new Set<string>();
+  const dir = (p: string): void => {
+    if (p === "" || emitted.has(p)) return;
+    const i = p.lastIndexOf("/");
+    if (i > 0) dir(p.slice(0, i));
+    const e = byName.get(p);
+    out.push(e?.type === "directory" ? { ...e, name: p } : { name: p, type: "directory", mode: 0o755, uid: 0, gid: 0 });
+    emitted.add(p);
+  };
+  const links: Ent[] = [];
+  for (const e of layer) {
+    const p = strip(e.name);
+    const i = p.lastIndexOf("/");
+    if (i > 0) dir(p.slice(0, i));
+    if (e.type === "directory") dir(p);
+    else if (e.type === "link") links.push(e);
+    else out.push({ ...e, name: p });
+  }
+  for (const l of links) {
+    let target = byName.get(strip(l.linkname!));
+    while (target?.type === "link") target = byName.get(strip(target.linkname!));
+    out.push({ ...l, name: strip(l.name), mode: target?.mode, uid: target?.uid, gid: target?.gid });
+  }
+  return out;
+}
+
+/**
+ * The stack loaded into a root made with `--storage-driver vfs` (each layer
+ * a full copy, applied over its parent's), seen through a container's
+ * mounted root. The unmount and rm guard is registered before tempDir, so it
+ * runs first even when the test fails.
+ */
+async function vfsTree(t: { after: (fn: () => void) => void }, stack: Ent[][]): Promise<Rec[]> {
+  const tars = await Promise.all(stack.map((l) => layerTar(canonicalLayer(l))));
+  const state: { root?: string; id?: string } = {};
+  t.after(() => {
+    const root = state.root;
+    if (!root) return;
+    if (state.id) {
+      strata(root, ["umount", state.id]);
+      strata(root, ["rm", state.id]);
+    }
+    const left = readFileSync("/proc/mounts", "utf8").split("\n").map((l) => l.split(" ")[1]).filter((m) => m && m.startsWith(root + "/"));
+    for (const m of left.reverse()) spawnSync("umount", ["-l", m]);
+  });
+  const dir = tempDir(t, "strata-union-vfs-");
+  const root = (state.root = join(dir, "root"));
+  const file = join(dir, "image.tar");
+  writeFileSync(file, await makeDockerArchive([{ layers: tars, tags: ["u:1"] }]));
+  ok(strata(root, ["--storage-driver", "vfs", "load", "-i", file]), "vfs load");
+  const id = (state.id = ok(strata(root, ["create", "u:1"]), "vfs create").stdout.trim());
+  const merged = ok(strata(root, ["mount", id]), "vfs mount").stdout.trim();
+  assert.ok(mounted(merged), "the vfs container root is mounted");
+  const tree = overlayTree(merged);
+  ok(strata(root, ["umount", id]), "vfs umount");
+  assert.ok(!mounted(merged), "unmounted");
+  ok(strata(root, ["rm", id]), "vfs rm");
+  state.id = undefined;
+  return tree;
+}
+
 for (const seed of SEEDS) {
   test(`differential against kernel overlayfs: random stack, seed ${seed}`, { skip: overlaySkip }, async (t) => {
     const work = mkdtempSync(join(tmpdir(), "strata-union-ovl-"));
@@ -726,6 +801,8 @@ for (const seed of SEEDS) {
     const { root, view } = await loadImage(t, tars);
     const actual = await unionTree(view);
     assert.deepEqual(actual, expected, `seed ${seed}: the union view differs from overlayfs`);
+    // Third party: the vfs snapshot driver's container root.
+    assert.deepEqual(await vfsTree(t, stack), expected, `seed ${seed}: the vfs driver's tree differs from overlayfs`);
     // The CLI reads the same bytes.
     const file = expected.find((e) => e.type === "file" && (e.size ?? 0) > 0);
     if (file) assert.equal(createHash("sha256").update(spawnSync(process.execPath, [BIN, "--root", root, "fs", "cat", "u:1", file.path]).stdout).digest("hex"), file.sha);

@@ -226,6 +226,7 @@ export class LayerWriter {
       if (st.nlink > 1) this.seen.set(key, relPath);
       await new Promise<void>((resolve, reject) => {
         const sink = this.pack.entry(this.withXattrs({ ...h, type: "file", size: st.size }, xattrs), (err) => (err ? reject(err) : resolve()));
+        sink.on("error", reject); // the pack destroyed mid-file (reader gone): an error for the caller, not an unhandled event
         const src = (async function* () {
           const fh = await fs.open(abs, "r");
           try {

@@ -38,6 +38,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   commit: { summary: "Create a new image from a container's changes", load: () => import("./commands/commit.js") },
   rm: { summary: "Remove one or more containers (their writable layers)", load: () => import("./commands/rm.js") },
   export: { summary: "Export a container's filesystem as a tar archive", load: () => import("./commands/export.js") },
+  cp: { summary: "Copy files/folders between a container and the local filesystem", load: () => import("./commands/cp.js") },
   info: { summary: "Display system-wide information (root, storage driver and why)", load: () => import("./commands/info.js") },
   layers: { summary: "Show an image's layers and the local images that share them", load: () => import("./commands/layers.js") },
 };
@@ -62,6 +63,7 @@ const ALIASES: Record<string, string> = {
   "container diff": "diff",
   "container commit": "commit",
   "container export": "export",
+  "container cp": "cp",
   df: "system df",
   "system info": "info",
 };
