@@ -496,7 +496,7 @@ export class Engine {
 
   /** `strata load`: a docker-archive or OCI archive (plain or gzip) from a file or stream. */
   async load(input: string | Readable, opts: { unpack?: boolean } = {}): Promise<PreparedImage[]> {
-    this.meta;
+    void this.meta; // open (or create) the store before reading any input
     const src = typeof input === "string" ? await openInput(input) : input;
     const { readArchive } = await import("../layout/load.js");
     const prepared = await readArchive(this.content, src);
@@ -529,7 +529,7 @@ export class Engine {
   /** `strata import`: a one-layer image from a root filesystem (directory, tar, tar.gz, tar.zst or "-"). */
   async importRootfs(source: string | Readable, ref?: string, opts: { message?: string; changes?: string[]; platform?: { os: string; architecture: string; variant?: string }; unpack?: boolean } = {}): Promise<PreparedImage> {
     const target = ref ? formatReference(parseReference(ref)) : undefined;
-    this.meta;
+    void this.meta; // open (or create) the store before reading any input
     const { detectCompression, isTarHeader, peek, sourceDateEpoch } = await import("../archive/compression.js");
     let raw: Readable;
     let label = "-";
