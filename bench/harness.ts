@@ -10,6 +10,8 @@ export interface Side {
   cmd: string[];
   /** untimed, once, before this side's warm-up runs */
   setup?: () => void;
+  /** untimed, before every run of this side (after the comparison's `before`) */
+  before?: () => void;
 }
 
 export interface Comparison {
@@ -72,6 +74,7 @@ export function compare(c: Comparison): Result {
   let i = 0;
   const run = (side: Side) => {
     c.before?.(i++);
+    side.before?.();
     return timeOnce(side.cmd);
   };
   c.ours.setup?.();
@@ -88,6 +91,7 @@ export function compare(c: Comparison): Result {
   let rssMB: number | undefined;
   if (c.rss) {
     c.before?.(i++);
+    c.ours.before?.();
     rssMB = peakRssMB(c.ours.cmd);
   }
   const ratio = median(ours) / median(peer);

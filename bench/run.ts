@@ -1,13 +1,13 @@
 // strata's benchmarks, each side by side with the peer tool that does the same job.
-//   node --import tsx bench/run.ts [images] [startup] [load]      (from the repo root, after a build)
-// Every store lives in a temp dir removed at the end; only bench/.cache/load-300.tar is kept.
+//   node --import tsx bench/run.ts [images] [startup] [load] [unpack] [commit]   (from the repo root, after a build)
+// Every store lives in a temp dir removed at the end; only the fixtures in bench/.cache/ are kept.
 import { spawn, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, copyFileSync } from "node:fs";
+import { createCipheriv, createHash } from "node:crypto";
+import { createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, copyFileSync, openSync, writeSync, closeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { compare } from "./harness.js";
+import { compare, type Comparison } from "./harness.js";
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
 const CACHE = join(REPO, "bench", ".cache");
@@ -23,13 +23,60 @@ function tempDir(prefix: string): string {
   return d;
 }
 
-/** Removes every temp dir, unmounting anything left mounted under it first (deepest first). */
+/** Unmounts everything mounted at or under dir, deepest first; returns those mount points. */
+function unmountUnder(dir: string): string[] {
+  const mounts = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4]).filter((m) => m === dir || m?.startsWith(dir + "/"));
+  for (const m of mounts.sort().reverse()) spawnSync("umount", ["-l", m]);
+  return mounts;
+}
+
+// On ext4 without a journal (as here) the kernel, allocating an inode, steps one by one over
+// the inodes freed in the last 30 s: creating files right after deleting tens of thousands is
+// several times slower. So the runs' stores are moved aside rather than deleted, the trash is
+// emptied after each comparison, and the next one starts 30 s later.
+let trash: string | undefined;
+let trashed = 0;
+let lastDelete = 0;
+
+/** Removes every temp dir, unmounting anything left mounted under it first. */
 function cleanup(): void {
   for (const d of temps.splice(0)) {
-    const mounts = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4]).filter((m) => m?.startsWith(d + "/"));
-    for (const m of mounts.sort().reverse()) spawnSync("umount", ["-l", m]);
+    unmountUnder(d);
     rmSync(d, { recursive: true, force: true });
   }
+  trash = undefined;
+  lastDelete = Date.now();
+}
+
+/** Moves dir out of the way, unmounting anything in it first; returns what was mounted there. */
+function discard(dir: string): string[] {
+  const mounts = unmountUnder(dir);
+  if (existsSync(dir)) renameSync(dir, join((trash ??= tempDir("trash")), String(trashed++)));
+  return mounts;
+}
+
+/** compare(), between deletions: it waits out the last one, then empties the trash of its runs. */
+async function compareApart(c: Comparison): Promise<void> {
+  const wait = lastDelete + 31_000 - Date.now();
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  try {
+    compare(c);
+  } finally {
+    if (trash) rmSync(trash, { recursive: true, force: true });
+    trash = undefined;
+    lastDelete = Date.now();
+  }
+}
+
+/** Clears a strata root for the next run; strata must not have left anything mounted in it. */
+function freshStrataRoot(root: string): void {
+  const left = discard(root);
+  if (left.length) console.error(`# warning: strata left ${left.length} mount(s) under ${root}: ${left.join(" ")}`);
+}
+
+/** Flushes dirty pages, so that one run's writeback does not land in the next timed run. */
+function settle(): void {
+  spawnSync("sync");
 }
 process.on("exit", cleanup);
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.exit(130));
@@ -59,9 +106,26 @@ async function parallel(jobs: string[][], limit = 4): Promise<void> {
   await Promise.all(Array.from({ length: limit }, worker));
 }
 
-/** podman on its own storage under dir (vfs: no mounts to leave behind), touching nothing system-wide. */
-function podman(dir: string): string[] {
-  return ["podman", "--root", join(dir, "root"), "--runroot", join(dir, "run"), "--tmpdir", join(dir, "tmp"), "--storage-driver", "vfs"];
+/** podman on its own storage under dir (vfs by default: no mounts to leave behind), touching nothing system-wide. */
+function podman(dir: string, driver: "vfs" | "overlay" = "vfs"): string[] {
+  return ["podman", "--root", join(dir, "root"), "--runroot", join(dir, "run"), "--tmpdir", join(dir, "tmp"), "--storage-driver", driver];
+}
+
+/** A number in [0, n) that depends only on key: fixtures come out the same on every machine. */
+function pick(key: string, n: number): number {
+  return createHash("sha256").update(key).digest().readUInt32LE(0) % n;
+}
+
+/** Source-like text of about `size` bytes that names key. */
+function filler(key: string, size: number): string {
+  let s = `// ${key}\n'use strict';\n`;
+  for (let i = 0; s.length < size; i++) s += `exports.f${i} = (x) => x * ${i} + ${pick(`${key}#${i}`, 1000)}; // ${key}\n`;
+  return s;
+}
+
+function writeText(path: string, text: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, text);
 }
 
 /** A root filesystem of /bin/busybox and a few applet links (Debian's busybox-static). */
@@ -302,12 +366,18 @@ async function buildLoadArchive(out: string): Promise<void> {
   console.error(`# load: built ${out} (${(statSync(out).size / MB).toFixed(0)} MB; layers ${sizes} MB) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }
 
-async function benchLoad(): Promise<void> {
+/** The cached load fixture, built when missing. */
+async function loadArchive(): Promise<string> {
   const archive = join(CACHE, "load-300.tar");
   if (!existsSync(archive)) {
     console.error(`# load: building ${archive} once (debootstrap; a minute or two)`);
     await buildLoadArchive(archive);
   }
+  return archive;
+}
+
+async function benchLoad(): Promise<void> {
+  const archive = await loadArchive();
   const work = tempDir("load");
   const root = join(work, "strata");
   const oci = join(work, "oci");
@@ -327,9 +397,199 @@ async function benchLoad(): Promise<void> {
   });
 }
 
+// ---- unpack: a ≈300 MB image with tens of thousands of files ----------------
+
+/** The layer files of a docker-archive, bottom first, as named in its manifest.json. */
+function archiveLayers(archive: string): string[] {
+  return (JSON.parse(sh(["tar", "-xOf", archive, "manifest.json"])) as { Layers: string[] }[])[0].Layers;
+}
+
+/** A node_modules-like tree: `files` small JS/JSON files in packages, some nested a level down. */
+function writeNodeModules(dir: string, files: number): void {
+  let n = 0;
+  for (let p = 0; n < files; p++) {
+    const name = `pkg-${p}`;
+    // Every fourth package is a dependency nested under the one before it.
+    const base = join(dir, "node_modules", p % 4 === 3 ? join(`pkg-${p - 1}`, "node_modules", name) : name);
+    writeText(join(base, "package.json"), JSON.stringify({ name, version: `1.${pick(name, 20)}.0`, main: "lib/index.js", license: "MIT" }, null, 2) + "\n");
+    writeText(join(base, "lib", "index.js"), filler(`${name}/index`, 200 + pick(`${name}/index`, 800)));
+    const sources = 10 + pick(name, 60);
+    for (let f = 0; f < sources; f++) {
+      const rel = join("lib", `m${f % 5}`, `s${f % 3}`, `file-${f}.js`);
+      writeText(join(base, rel), filler(`${name}/${rel}`, 100 + pick(`${name}/${rel}`, 1000)));
+    }
+    n += 2 + sources;
+  }
+}
+
+/** `size` bytes of seeded pseudo-random data (an AES-CTR keystream under a fixed key). */
+function writeRandom(path: string, size: number, seed: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const cipher = createCipheriv("aes-128-ctr", createHash("sha256").update(seed).digest().subarray(0, 16), Buffer.alloc(16));
+  const zeros = Buffer.alloc(4 * MB);
+  const fd = openSync(path, "w", 0o755);
+  try {
+    for (let done = 0; done < size; done += zeros.length) writeSync(fd, cipher.update(zeros.subarray(0, Math.min(zeros.length, size - done))));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Builds the unpack fixture once: the load fixture's Debian minbase layer, a node_modules
+ * layer of 30,000 small files, a layer with one 64 MB binary, and a layer deleting /usr/share/doc.
+ */
+async function buildUnpackArchive(out: string): Promise<void> {
+  const load = await loadArchive();
+  const work = tempDir("unpack-build");
+  const t0 = Date.now();
+  const layer = (n: number) => join(work, `l${n}.tar`);
+  // Generated layers get fixed times, so the same code makes the same bytes.
+  const fixed = ["--mtime=@1704067200"];
+
+  const [base] = archiveLayers(load);
+  sh(["tar", "-xf", load, "-C", work, base]);
+  renameSync(join(work, base), layer(0));
+
+  writeNodeModules(join(work, "l1", "app"), 30_000);
+  tarDir(join(work, "l1"), layer(1), fixed);
+
+  writeRandom(join(work, "l2", "usr", "local", "bin", "server"), 64 * MB, "bench/unpack server");
+  tarDir(join(work, "l2"), layer(2), fixed);
+
+  writeText(join(work, "l3", "usr", "share", ".wh.doc"), "");
+  tarDir(join(work, "l3"), layer(3), fixed);
+
+  const sizes = [0, 1, 2, 3].map((n) => (statSync(layer(n)).size / MB).toFixed(1)).join(" + ");
+  await writeDockerArchive(out, [{
+    layers: [0, 1, 2, 3].map(layer),
+    tag: "bench/unpack:latest",
+    history: ["debootstrap --variant=minbase bookworm", "COPY node_modules /app", "COPY server /usr/local/bin", "RUN rm -rf /usr/share/doc"],
+    created: "2024-01-01T00:00:00Z",
+    config: { Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], Cmd: ["/usr/local/bin/server"], WorkingDir: "/app" },
+  }], join(work, "archive"));
+  console.error(`# unpack: built ${out} (${(statSync(out).size / MB).toFixed(0)} MB; layers ${sizes} MB) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+/** The fixture's layer tars as plain files (bench/.cache/unpack-layers/layerN.tar), extracted once. */
+function unpackLayers(archive: string): string[] {
+  const dir = join(CACHE, "unpack-layers");
+  const names = archiveLayers(archive);
+  const layers = names.map((_, n) => join(dir, `layer${n}.tar`));
+  if (!existsSync(dir)) {
+    const partial = `${dir}.partial`;
+    rmSync(partial, { recursive: true, force: true });
+    mkdirSync(partial);
+    sh(["tar", "-xf", archive, "-C", partial, ...names]);
+    names.forEach((name, n) => renameSync(join(partial, name), join(partial, `layer${n}.tar`)));
+    renameSync(partial, dir);
+  }
+  return layers;
+}
+
+async function benchUnpack(): Promise<void> {
+  const archive = join(CACHE, "unpack-300.tar");
+  if (!existsSync(archive)) {
+    console.error(`# unpack: building ${archive} once`);
+    await buildUnpackArchive(archive);
+  }
+  const layers = unpackLayers(archive);
+  const work = tempDir("unpack");
+  const root = join(work, "strata");
+  const podDir = join(work, "podman");
+  const size = `${(statSync(archive).size / MB).toFixed(0)} MB`;
+
+  // load, which unpacks on both sides, each run into empty stores.
+  await compareApart({
+    name: `unpack: load (${size})`,
+    ours: { label: "strata", cmd: [...STRATA, "--root", root, "load", "-q", "-i", archive], before: () => (freshStrataRoot(root), settle()) },
+    peer: { label: "podman", cmd: [...podman(podDir, "overlay"), "load", "-q", "-i", archive], before: () => (discard(podDir), settle()) },
+    warmup: 1,
+    runs: 5,
+    target: 0.5,
+    rss: 150,
+  });
+
+  // The unpack alone: `create` unpacks the layers of an image loaded with --no-unpack,
+  // against GNU tar extracting the same layer tars side by side.
+  const tarOut = join(work, "tar");
+  const script = [...layers.map((l, n) => `tar -xf ${l} -C ${join(tarOut, String(n))} & p${n}=$!`), layers.map((_, n) => `wait $p${n}`).join(" && ")].join("\n");
+  await compareApart({
+    name: "unpack: create",
+    ours: {
+      label: "strata",
+      cmd: [...STRATA, "--root", root, "create", "bench/unpack:latest"],
+      before: () => {
+        freshStrataRoot(root);
+        sh([...STRATA, "--root", root, "load", "-q", "--no-unpack", "-i", archive]);
+        settle();
+      },
+    },
+    peer: {
+      label: `tar -x ×${layers.length}`,
+      cmd: ["sh", "-c", script],
+      before: () => {
+        discard(tarOut);
+        layers.forEach((_, n) => mkdirSync(join(tarOut, String(n)), { recursive: true }));
+        settle();
+      },
+    },
+    warmup: 1,
+    runs: 5,
+    target: 1.3,
+  });
+}
+
+// ---- commit: a container with 10,000 changed files ---------------------------
+
+/** The container's changes: `files` files of 1-4 KB in nested directories. */
+function writeChanges(dir: string, files: number): void {
+  for (let f = 0; f < files; f++) {
+    const rel = join("srv", "data", `d${f % 100}`, `e${Math.floor(f / 100) % 10}`, `file-${f}.txt`);
+    writeText(join(dir, rel), filler(rel, 1024 + pick(rel, 3072)));
+  }
+}
+
+async function benchCommit(): Promise<void> {
+  const N = 10_000;
+  const work = tempDir("commit");
+  const tar = join(work, "busybox.tar");
+  sh(["tar", "-C", busyboxRootfs(join(work, "rootfs")), "-cf", tar, "."]);
+  const root = join(work, "strata");
+  const podDir = join(work, "podman");
+  const strata = [...STRATA, "--root", root];
+  const pod = podman(podDir, "overlay");
+  // Each run commits a fresh container, bench-c, in a fresh store: an imported busybox
+  // image and N new files written through the container's mounted root.
+  const prepare = (cli: string[], importArgs: string[]) => {
+    sh([...cli, "import", ...importArgs, tar, "bench/busybox:latest"]);
+    sh([...cli, "create", "--name", "bench-c", "bench/busybox:latest", "sh"]);
+    writeChanges(sh([...cli, "mount", "bench-c"]).trim(), N);
+    sh([...cli, "umount", "bench-c"]);
+    settle();
+  };
+  await compareApart({
+    name: `commit (${N} files)`,
+    ours: {
+      label: "strata",
+      cmd: [...strata, "commit", "bench-c", "bench/committed:latest"],
+      before: () => (freshStrataRoot(root), prepare(strata, [])),
+    },
+    peer: {
+      label: "podman",
+      cmd: [...pod, "commit", "-q", "bench-c", "bench/committed:latest"],
+      before: () => (discard(podDir), prepare(pod, ["--quiet"])),
+    },
+    warmup: 1,
+    runs: 5,
+    target: 0.7,
+    rss: 150,
+  });
+}
+
 // ---- main ------------------------------------------------------------------
 
-const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad };
+const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad, unpack: benchUnpack, commit: benchCommit };
 
 const wanted = process.argv.slice(2);
 for (const w of wanted) if (!BENCHES[w]) throw new Error(`unknown benchmark "${w}"; have: ${Object.keys(BENCHES).join(", ")}`);

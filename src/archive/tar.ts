@@ -1,5 +1,5 @@
 import * as fs from "node:fs/promises";
-import type { Stats } from "node:fs";
+import { readFileSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import tarStream from "tar-stream";
@@ -7,6 +7,9 @@ import { StrataError } from "../errors/index.js";
 import { sourceDateEpoch } from "./compression.js";
 
 type TarHeader = Partial<tarStream.Header> & { name: string; pax?: Record<string, string> };
+
+/** Files up to this size are read whole rather than streamed. */
+const SMALL_FILE = 1 << 20;
 
 const MAX_OCTAL_ID = 0o7777777;
 /** PAX records carrying extended attributes (GNU tar, Go's archive/tar, Docker). */
@@ -224,6 +227,13 @@ export class LayerWriter {
         return;
       }
       if (st.nlink > 1) this.seen.set(key, relPath);
+      if (st.size <= SMALL_FILE) {
+        // Small files in one read: a stream would allocate a full read buffer per file (GC churn on 10,000-file layers).
+        const body = readFileSync(abs);
+        if (body.length !== st.size) throw new StrataError("IO", `pack ${relPath}: the file changed size while being read`);
+        await new Promise<void>((resolve, reject) => this.pack.entry(this.withXattrs({ ...h, type: "file", size: st.size }, xattrs), body, (err) => (err ? reject(err) : resolve())));
+        return;
+      }
       await new Promise<void>((resolve, reject) => {
         const sink = this.pack.entry(this.withXattrs({ ...h, type: "file", size: st.size }, xattrs), (err) => (err ? reject(err) : resolve()));
         sink.on("error", reject); // the pack destroyed mid-file (reader gone): an error for the caller, not an unhandled event
