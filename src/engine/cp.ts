@@ -648,11 +648,10 @@ async function extractTar(input: Readable, target: CopyExtractor, ownPack = fals
             ? new StrataError("INVALID_ARCHIVE", `invalid tar stream: ${msg}`, { cause: e })
             : new StrataError("IO", from === "input" ? `copy: reading the source: ${msg}` : `copy: ${msg}`, { cause: e });
       }
-      if (ownPack && from !== "input") settle(input).then(() => reject(err));
-      else {
-        input.destroy();
-        reject(err);
-      }
+      // Waiting for our own pack to drain could wait forever; destroying it ends its writer with an error it handles.
+      void ownPack;
+      input.destroy();
+      reject(err);
     };
     extract.on("entry", (header, body, next) => {
       // A failed entry destroys the extractor, and with it this entry's stream: that error is reported once, by fail().
