@@ -81,7 +81,7 @@ function writeAll(fd: number, bufs: Buffer[], len: number): void {
 }
 
 /** Reads and discards an entry's data (whiteouts, links and devices with a body). */
-function drain(body: Readable): Promise<void> {
+export function drain(body: Readable): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     body.on("end", resolve);
     body.on("error", reject);

@@ -7,6 +7,7 @@ import { StrataError, isErrno, isStrataError } from "../errors/index.js";
 import { nativeFs } from "../native/index.js";
 import { RootScope, entryComponents } from "../archive/safejoin.js";
 import { LayerWriter, paxXattrs, tarExtract } from "../archive/tar.js";
+import { drain } from "../archive/extract.js";
 import { isMounted, mountAll, unmount } from "../snapshot/mount.js";
 import type { Container } from "./containers.js";
 import type { Engine } from "./index.js";
@@ -416,7 +417,7 @@ async function streamOut(src: Source, dest: Writable): Promise<number> {
 }
 
 async function pipe(src: Source, name: string, target: CopyExtractor, skip?: string): Promise<number> {
-  return extractTar(packSource(src, name, skip), target, true);
+  return extractTar(packSource(src, name, skip), target);
 }
 
 // ---- the destination side: scoped extraction --------------------------------
@@ -433,14 +434,6 @@ function headerNumber(h: Header, key: string, fallback: number): number {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new StrataError("INVALID_ARCHIVE", `invalid tar entry "${h.name}": PAX ${key} "${v}" is not a number`);
   return n;
-}
-
-function drain(body: Readable): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    body.on("end", resolve);
-    body.on("error", reject);
-    body.resume();
-  });
 }
 
 /**
@@ -628,10 +621,10 @@ class CopyExtractor {
 
 /**
  * Feeds a tar stream to `target`, one entry at a time; returns the file
- * bytes written. On a failure, an input of our own (`ownPack`) is read to its
- * end (see settle), any other is destroyed.
+ * bytes written. On a failure the input is destroyed (our own pack's writer
+ * handles that as an error: waiting for it to drain could outlive the command).
  */
-async function extractTar(input: Readable, target: CopyExtractor, ownPack = false): Promise<number> {
+async function extractTar(input: Readable, target: CopyExtractor): Promise<number> {
   const extract = tarExtract();
   await new Promise<void>((resolve, reject) => {
     let done = false;
@@ -648,8 +641,6 @@ async function extractTar(input: Readable, target: CopyExtractor, ownPack = fals
             ? new StrataError("INVALID_ARCHIVE", `invalid tar stream: ${msg}`, { cause: e })
             : new StrataError("IO", from === "input" ? `copy: reading the source: ${msg}` : `copy: ${msg}`, { cause: e });
       }
-      // Waiting for our own pack to drain could wait forever; destroying it ends its writer with an error it handles.
-      void ownPack;
       input.destroy();
       reject(err);
     };
