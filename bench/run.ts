@@ -11,7 +11,7 @@ import { compare, type Comparison } from "./harness.js";
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
 const CACHE = join(REPO, "bench", ".cache");
-const STRATA = [process.execPath, join(REPO, "bin", "strata.cjs")];
+const STRATA = [process.execPath, "--", join(REPO, "bin", "strata.cjs")];
 const MB = 1 << 20;
 
 // ---- helpers ---------------------------------------------------------------
