@@ -176,12 +176,21 @@ export class Containers {
     const key = `container-${id}`;
     const init = `init-${id}`;
     const sn = engine.snapshots;
-    await this.prepareInit(init, top);
-    try {
-      await sn.prepare(key, init);
-    } catch (e) {
-      await sn.remove(init).catch(() => {});
-      throw e;
+    if (hostConfig.AutoRemove) {
+      // Nothing of a --rm container outlives it: its mount points go straight into its own layer.
+      await sn.prepare(key, top);
+      await this.makeMountPoints(key).catch(async (e) => {
+        await sn.remove(key).catch(() => {});
+        throw e;
+      });
+    } else {
+      await this.prepareInit(init, top);
+      try {
+        await sn.prepare(key, init);
+      } catch (e) {
+        await sn.remove(init).catch(() => {});
+        throw e;
+      }
     }
     try {
       const name = engine.meta.write(() => {
@@ -215,36 +224,43 @@ export class Containers {
     const active = `${key}-active`;
     await sn.prepare(active, parent);
     try {
-      // Written straight into the new upper directory, without a mount: an
-      // overlay unmount syncs the whole upper filesystem, which costs far more.
-      const stack = await sn.stack(active);
-      const upper = stack[0];
-      /** The top-most entry at `rel` in the stack; undefined when absent or whited out. */
-      const merged = (rel: string) => {
-        for (const dir of stack) {
-          const st = lstatSync(join(dir, rel), { throwIfNoEntry: false });
-          if (st) return st.isCharacterDevice() && st.rdev === 0 ? undefined : st;
-        }
-        return undefined;
-      };
-      for (const d of INIT_DIRS) if (!merged(d)) mkdirSync(join(upper, d), { mode: 0o755 });
-      const etc = merged("etc");
-      if (etc?.isDirectory()) {
-        if (!lstatSync(join(upper, "etc"), { throwIfNoEntry: false })) {
-          // The same directory as below (mode, owner, times), now with the mount points in it.
-          mkdirSync(join(upper, "etc"));
-          chmodSync(join(upper, "etc"), etc.mode & 0o7777);
-          lchownSync(join(upper, "etc"), etc.uid, etc.gid);
-        }
-        for (const f of INIT_FILES) if (!merged(f)) closeSync(openSync(join(upper, f), "w", 0o644));
-        if (etc.mtime) utimesSync(join(upper, "etc"), etc.atime, etc.mtime);
-      }
+      await this.makeMountPoints(active);
       await sn.commit(key, active);
     } catch (e) {
       await sn.remove(active).catch(() => {});
       throw e;
     }
   }
+
+  /**
+   * Creates the runtime's mount points the image lacks in the top layer of
+   * active snapshot `key`, straight in its directory (no mount: an overlay
+   * unmount syncs the whole upper filesystem, which costs far more).
+   */
+  private async makeMountPoints(key: string): Promise<void> {
+    const stack = await this.engine.snapshots.stack(key);
+    const upper = stack[0];
+    /** The top-most entry at `rel` in the stack; undefined when absent or whited out. */
+    const merged = (rel: string) => {
+      for (const dir of stack) {
+        const st = lstatSync(join(dir, rel), { throwIfNoEntry: false });
+        if (st) return st.isCharacterDevice() && st.rdev === 0 ? undefined : st;
+      }
+      return undefined;
+    };
+    for (const d of INIT_DIRS) if (!merged(d)) mkdirSync(join(upper, d), { mode: 0o755 });
+    const etc = merged("etc");
+    if (!etc?.isDirectory()) return;
+    if (!lstatSync(join(upper, "etc"), { throwIfNoEntry: false })) {
+      // The same directory as below (mode, owner, times), now with the mount points in it.
+      mkdirSync(join(upper, "etc"));
+      chmodSync(join(upper, "etc"), etc.mode & 0o7777);
+      lchownSync(join(upper, "etc"), etc.uid, etc.gid);
+    }
+    for (const f of INIT_FILES) if (!merged(f)) closeSync(openSync(join(upper, f), "w", 0o644));
+    utimesSync(join(upper, "etc"), etc.atime, etc.mtime);
+  }
+
 
 
   mountPoint(c: Container): string {

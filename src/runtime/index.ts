@@ -282,10 +282,10 @@ export class ContainerRuntime {
     return code;
   }
 
-  /** After the process: unmount, drop the runtime's record, record the state (the caller removes a --rm container). */
+  /** After the process: unmount, drop the runtime's record, record the state (a --rm container's is about to go with it). */
   private finish(c: Container, rt: OciRuntime, state: ContainerState): void {
     this.cleanup(c, rt);
-    this.containers.setState(c.id, state);
+    if (!c.hostConfig.AutoRemove) this.containers.setState(c.id, state);
   }
 
   private cleanup(c: Container, rt: OciRuntime): void {

@@ -1,5 +1,4 @@
 import { closeSync, createReadStream, existsSync, openSync, statSync, writeSync } from "node:fs";
-import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /**
@@ -65,6 +64,7 @@ export async function* readLogs(path: string, opts: ReadLogOptions = {}): AsyncG
   const readFrom = async (start: number, sink: (e: LogEntry) => void): Promise<number> => {
     const size = statSync(path).size;
     if (size <= start) return start;
+    const { createInterface } = await import("node:readline");
     const rl = createInterface({ input: createReadStream(path, { start, end: size - 1, encoding: "utf8" }), crlfDelay: Infinity });
     let consumed = start;
     const lines: string[] = [];
