@@ -232,34 +232,10 @@ export class Containers {
     }
   }
 
-  /**
-   * Creates the runtime's mount points the image lacks in the top layer of
-   * active snapshot `key`, straight in its directory (no mount: an overlay
-   * unmount syncs the whole upper filesystem, which costs far more).
-   */
   private async makeMountPoints(key: string): Promise<void> {
-    const stack = await this.engine.snapshots.stack(key);
-    const upper = stack[0];
-    /** The top-most entry at `rel` in the stack; undefined when absent or whited out. */
-    const merged = (rel: string) => {
-      for (const dir of stack) {
-        const st = lstatSync(join(dir, rel), { throwIfNoEntry: false });
-        if (st) return st.isCharacterDevice() && st.rdev === 0 ? undefined : st;
-      }
-      return undefined;
-    };
-    for (const d of INIT_DIRS) if (!merged(d)) mkdirSync(join(upper, d), { mode: 0o755 });
-    const etc = merged("etc");
-    if (!etc?.isDirectory()) return;
-    if (!lstatSync(join(upper, "etc"), { throwIfNoEntry: false })) {
-      // The same directory as below (mode, owner, times), now with the mount points in it.
-      mkdirSync(join(upper, "etc"));
-      chmodSync(join(upper, "etc"), etc.mode & 0o7777);
-      lchownSync(join(upper, "etc"), etc.uid, etc.gid);
-    }
-    for (const f of INIT_FILES) if (!merged(f)) closeSync(openSync(join(upper, f), "w", 0o644));
-    utimesSync(join(upper, "etc"), etc.atime, etc.mtime);
+    makeMountPoints(await this.engine.snapshots.stack(key));
   }
+
 
 
 
@@ -356,4 +332,45 @@ export class Containers {
   exists(id: string): boolean {
     return existsSync(this.engine.containerDir(id));
   }
+}
+
+/**
+ * Creates the runtime's mount points the image lacks (/proc, /sys, /dev, /etc
+ * and /etc/hosts, /etc/hostname, /etc/resolv.conf) in the top directory of a
+ * snapshot stack (overlay: [upper, ...lowers]; vfs: [the full copy]),
+ * straight in its directory: no mount, since an overlay unmount syncs the
+ * whole upper filesystem. Returns what it created, relative, deepest last.
+ */
+export function makeMountPoints(stack: string[]): string[] {
+  const upper = stack[0];
+  const made: string[] = [];
+  /** The top-most entry at `rel` in the stack; undefined when absent or whited out. */
+  const merged = (rel: string) => {
+    for (const dir of stack) {
+      const st = lstatSync(join(dir, rel), { throwIfNoEntry: false });
+      if (st) return st.isCharacterDevice() && st.rdev === 0 ? undefined : st;
+    }
+    return undefined;
+  };
+  for (const d of INIT_DIRS)
+    if (!merged(d)) {
+      mkdirSync(join(upper, d), { mode: 0o755 });
+      made.push(d);
+    }
+  const etc = merged("etc");
+  if (!etc?.isDirectory()) return made;
+  if (!lstatSync(join(upper, "etc"), { throwIfNoEntry: false })) {
+    // The same directory as below (mode, owner, times), now with the mount points in it.
+    mkdirSync(join(upper, "etc"));
+    chmodSync(join(upper, "etc"), etc.mode & 0o7777);
+    lchownSync(join(upper, "etc"), etc.uid, etc.gid);
+    made.push("etc");
+  }
+  for (const f of INIT_FILES)
+    if (!merged(f)) {
+      closeSync(openSync(join(upper, f), "w", 0o644));
+      made.push(f);
+    }
+  utimesSync(join(upper, "etc"), etc.atime, etc.mtime);
+  return made;
 }

@@ -76,7 +76,7 @@ export interface DiskUsage {
   containers: { id: string; name: string; image: string; bytes: number; inodes: number }[];
 }
 
-interface NewLayer {
+export interface NewLayer {
   pending: PendingBlob;
   digest: Digest;
   size: number;
@@ -167,7 +167,7 @@ export class Engine {
    * is below it) and stacked as they are committed; vfs copies the parent,
    * so it goes one layer after the other. Returns the top chainID.
    */
-  async unpack(ref: string | StoreImage): Promise<string | undefined> {
+  async unpack(ref: string | Pick<StoreImage, "layers" | "layerRows">): Promise<string | undefined> {
     const img = typeof ref === "string" ? this.image(ref) : ref;
     const layers = await img.layers();
     const sn = this.snapshots;
@@ -584,7 +584,8 @@ export class Engine {
    * way, hashing the tar (diffID) and the gzip (digest) in one pass; a
    * compressed one is stored as is and decompressed once for its diffID.
    */
-  private async ingestLayer(stream: Readable, compression: "gzip" | "zstd" | "none"): Promise<NewLayer> {
+  /** A layer tar (plain, gzip or zstd) into ingest/, gzip-compressed when plain; the caller commits or aborts its PendingBlob. */
+  async ingestLayer(stream: Readable, compression: "gzip" | "zstd" | "none"): Promise<NewLayer> {
     const [{ decompress }, { DigestStream }] = await Promise.all([import("../archive/compression.js"), import("../digest/stream.js")]);
     const pending = await this.content.begin();
     try {
@@ -620,7 +621,7 @@ export class Engine {
    * manifest lists `base` layers then `layer`, in the OCI or Docker schema2
    * family (commit keeps its base image's family, as Docker does).
    */
-  private async storeImage(config: ImageConfig, base: ImageLayerRow[], layer: NewLayer | undefined, family: "oci" | "docker", tag?: string): Promise<PreparedImage> {
+  async storeImage(config: ImageConfig, base: ImageLayerRow[], layer: NewLayer | undefined, family: "oci" | "docker", tag?: string): Promise<PreparedImage> {
     const configRaw = Buffer.from(JSON.stringify(config));
     const docker = family === "docker";
     const layerType = (mt: string) => (docker && mt === MediaType.OciLayerGzip ? MediaType.DockerLayerGzip : mt);

@@ -9,7 +9,7 @@ import type { Digest } from "../digest/index.js";
  * readers never block the one writer; every multi-step change is one
  * `BEGIN IMMEDIATE` transaction.
  */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE images (
@@ -79,6 +79,16 @@ const MIGRATIONS: string[] = [
      created INTEGER NOT NULL,
      labels TEXT NOT NULL DEFAULT '{}'
    );`,
+  `CREATE TABLE build_cache (            -- one row per build step that made (or would make) a layer
+     key TEXT PRIMARY KEY,                -- sha256 of the parent chainID, the expanded step and its inputs
+     parent TEXT NOT NULL,                -- parent chainID ('' for scratch)
+     step TEXT NOT NULL,                  -- the expanded instruction, to say why a later build missed
+     inputs TEXT NOT NULL,                -- JSON: path → content digest of what the step read
+     layer TEXT,                          -- the layer's digest; NULL when the step changed nothing
+     media_type TEXT, size INTEGER, diff_id TEXT, uncompressed_size INTEGER,
+     created INTEGER NOT NULL
+   );
+   CREATE INDEX build_cache_step ON build_cache(parent, step);`,
 ];
 
 export interface ImageRow {
@@ -255,6 +265,7 @@ export class MetaStore {
     }
     for (const r of this.db.prepare("SELECT DISTINCT layer FROM image_layers").all() as { layer: string }[]) out.add(r.layer);
     for (const r of this.db.prepare("SELECT digest FROM leases").all() as { digest: string }[]) out.add(r.digest);
+    for (const r of this.db.prepare("SELECT layer FROM build_cache WHERE layer IS NOT NULL").all() as { layer: string }[]) out.add(r.layer);
     return out;
   }
 
