@@ -8,6 +8,8 @@ export interface Ctx {
   out: NodeJS.WritableStream;
   err: NodeJS.WritableStream;
   command: string;
+  /** The --root flag, when given. */
+  root?: string;
 }
 
 export interface Command {
@@ -41,6 +43,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   cp: { summary: "Copy files/folders between a container and the local filesystem", load: () => import("./commands/cp.js") },
   info: { summary: "Display system-wide information (root, storage driver and why)", load: () => import("./commands/info.js") },
   layers: { summary: "Show an image's layers and the local images that share them", load: () => import("./commands/layers.js") },
+  registry: { summary: "Run a private registry (serve) or collect its garbage (gc)", load: () => import("./registry.js") },
 };
 
 const ALIASES: Record<string, string> = {
@@ -175,6 +178,7 @@ export async function main(argv: string[]): Promise<number> {
   let engine: Engine | undefined;
   const ctx: Ctx = {
     command: name,
+    root,
     out,
     err,
     engine: () => engine ?? (engine = new EngineCtor!({ root, storageDriver })),
