@@ -62,17 +62,23 @@ function firstHeader(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-/** Reads a request body whole, refusing more than `max` bytes. */
+/**
+ * Reads a request body whole, refusing more than `max` bytes. An oversized body
+ * is drained (up to 4 × max) before the refusal, so the client reads the answer
+ * instead of a broken pipe.
+ */
 async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const tooBig = () => new RegistryError("SIZE_INVALID", `body larger than ${max} bytes`, { status: 413 });
   const declared = Number(req.headers["content-length"] ?? "0");
-  if (declared > max) throw new RegistryError("SIZE_INVALID", `body larger than ${max} bytes`, { status: 413 });
+  if (declared > 4 * max) throw tooBig();
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of req as AsyncIterable<Buffer>) {
     n += c.length;
-    if (n > max) throw new RegistryError("SIZE_INVALID", `body larger than ${max} bytes`, { status: 413 });
-    chunks.push(c);
+    if (n > 4 * max) throw tooBig();
+    if (n <= max) chunks.push(c);
   }
+  if (n > max) throw tooBig();
   return Buffer.concat(chunks);
 }
 
