@@ -92,7 +92,8 @@ export class RegistryAuth implements Authorizer {
     return [...out];
   }
 
-  private async checkBasic(header: string): Promise<string> {
+  /** The user, or undefined for empty credentials (some clients send ":" when they have none). */
+  private async checkBasic(header: string): Promise<string | undefined> {
     let decoded: string;
     try {
       decoded = Buffer.from(header.slice(6).trim(), "base64").toString("utf8");
@@ -102,6 +103,7 @@ export class RegistryAuth implements Authorizer {
     const i = decoded.indexOf(":");
     const user = i < 0 ? decoded : decoded.slice(0, i);
     const password = i < 0 ? "" : decoded.slice(i + 1);
+    if (user === "" && password === "") return undefined;
     const hash = this.opts.users.get(user);
     const key = createHash("sha256").update(`${user}\0${password}\0${hash ?? ""}`).digest("hex");
     if (hash && this.verified.has(key)) return user;
@@ -150,8 +152,12 @@ export class RegistryAuth implements Authorizer {
     const header = req.headers.authorization;
     let user: string | undefined;
     let granted: Action[] | undefined;
+    let presented = false;
     try {
-      if (header?.toLowerCase().startsWith("basic ")) user = await this.checkBasic(header);
+      if (header?.toLowerCase().startsWith("basic ")) {
+        user = await this.checkBasic(header);
+        presented = user !== undefined;
+      }
       else if (header?.toLowerCase().startsWith("bearer ")) {
         const t = this.verify(header.slice(7).trim());
         user = t.sub || undefined;
@@ -165,9 +171,10 @@ export class RegistryAuth implements Authorizer {
       if (e instanceof RegistryError) throw new RegistryError(e.code, e.message, { headers: this.challenge(req, repository, actions, "invalid_token") });
       throw e;
     }
-    // The base endpoint: any valid credentials (or none when anything is anonymous).
+    // The base endpoint asks for credentials, so that clients learn the scheme and send theirs;
+    // a client without any goes on anonymously (an anonymous token, or no header).
     if (repository === undefined) {
-      if (user !== undefined || granted !== undefined || (this.opts.anonymousPull?.length ?? 0) > 0) return user;
+      if (presented || granted !== undefined) return user;
       throw new RegistryError("UNAUTHORIZED", "authentication required", { headers: this.challenge(req, repository, actions) });
     }
     const may = granted ?? (repository === "" ? (user !== undefined || this.allowed(undefined, "").length ? ["pull" as Action] : []) : this.allowed(user, repository));
