@@ -194,7 +194,6 @@ export class RegistryAuth implements Authorizer {
     const header = req.headers.authorization;
     let user: string | undefined;
     if (header?.toLowerCase().startsWith("basic ")) user = await this.checkBasic(header);
-    else if (query.get("account") && !header) user = undefined;
     const access: TokenAccess[] = [];
     for (const scope of query.getAll("scope").flatMap((s) => s.split(" "))) {
       const parts = scope.split(":");

@@ -17,7 +17,8 @@ export type LogLevel = "debug" | "info" | "warn" | "error" | "off";
 export interface RegistryConfig {
   listen?: string;
   tls?: { cert: string; key: string };
-  storage?: { path?: string };
+  /** The filesystem (default) or an S3-compatible bucket. */
+  storage?: { path?: string; s3?: import("./s3.js").S3Options };
   auth?: {
     htpasswd?: string;
     token?: boolean | { service?: string; secretFile?: string; expiresIn?: number };
@@ -73,6 +74,12 @@ export interface RunningRegistry {
 }
 
 export async function storageFor(cfg: RegistryConfig, dataRoot: string): Promise<RegistryStorage> {
+  if (cfg.storage?.s3) {
+    const { S3RegistryStorage } = await import("./s3.js");
+    const s3 = new S3RegistryStorage(cfg.storage.s3);
+    await s3.init();
+    return s3;
+  }
   const storage = new FilesystemStorage(cfg.storage?.path ?? join(dataRoot, "registry"));
   await storage.init();
   return storage;
@@ -99,7 +106,8 @@ export async function startRegistry(
   const log = (e: AccessLogEntry) => {
     if (LEVELS[e.level] >= level) logOut(JSON.stringify(e) + "\n");
   };
-  const registry = new Registry({ storage, auth, autoMount: cfg.autoMount, log: level < LEVELS.off ? log : undefined });
+  // Automatic mount would tell a client that a digest exists in repositories it may not read: off with auth unless asked for.
+  const registry = new Registry({ storage, auth, autoMount: cfg.autoMount ?? !auth, log: level < LEVELS.off ? log : undefined });
   const { host, port } = parseListen(cfg.listen ?? "127.0.0.1:5000");
   const server = cfg.tls
     ? createHttpsServer({ cert: await fs.readFile(cfg.tls.cert), key: await fs.readFile(cfg.tls.key), keepAlive: true }, registry.handle)
@@ -115,7 +123,8 @@ export async function startRegistry(
   const address = server.address() as AddressInfo;
   const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `${cfg.tls ? "https" : "http"}://${shownHost}:${address.port}`;
-  if (level <= LEVELS.info) logOut(JSON.stringify({ time: new Date().toISOString(), level: "info", msg: "listening", url, storage: cfg.storage?.path ?? join(dataRoot, "registry") }) + "\n");
+  const where = cfg.storage?.s3 ? `s3://${cfg.storage.s3.bucket}/${cfg.storage.s3.prefix ?? ""}` : (cfg.storage?.path ?? join(dataRoot, "registry"));
+  if (level <= LEVELS.info) logOut(JSON.stringify({ time: new Date().toISOString(), level: "info", msg: "listening", url, storage: where }) + "\n");
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {

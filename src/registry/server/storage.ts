@@ -145,7 +145,7 @@ export class FilesystemStorage implements RegistryStorage {
 
   async blobStream(d: Digest, range?: { start: number; end: number }): Promise<Readable> {
     const fh = await fs.open(this.blobPath(d), "r");
-    return fh.createReadStream({ highWaterMark: 1 << 20, ...(range ? { start: range.start, end: range.end } : {}) });
+    return fh.createReadStream({ highWaterMark: 256 << 10, ...(range ? { start: range.start, end: range.end } : {}) });
   }
 
   async blobBytes(d: Digest): Promise<Buffer | undefined> {
