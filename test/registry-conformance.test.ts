@@ -10,7 +10,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { request as httpRequest } from "node:http";
 import { sha256, have } from "./helpers.ts";
-import { http, startDistribution, startStrataRegistry, type RunningRegistry, type Res } from "./registry-helpers.ts";
+import { http, startDistribution, startS3, startStrataRegistry, type RunningRegistry, type Res } from "./registry-helpers.ts";
 
 const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
@@ -59,12 +59,13 @@ function expectError(r: Res | { status: number; body: Buffer }, status: number, 
   assert.ok(errorCodes(r as Res).includes(code), `${what} error code ${code} in ${r.body.toString().slice(0, 200)}`);
 }
 
-const targets: ("strata" | "distribution")[] = have("docker-registry") ? ["strata", "distribution"] : ["strata"];
+// strata on its filesystem storage and on S3 (s3rver from npm), and docker-registry as the check of the suite.
+const targets: ("strata" | "strata-s3" | "distribution")[] = ["strata", "strata-s3", ...(have("docker-registry") ? (["distribution"] as const) : [])];
 
 for (const target of targets) {
   describe(`distribution-spec conformance: ${target}`, () => {
     let reg: RunningRegistry;
-    const ours = target === "strata";
+    const ours = target !== "distribution";
     /** The expectation under spec v1.1 (ours) and distribution 2.8's legitimate behaviour. */
     const spec11 = <V>(v11: V, v28: V): V => (ours ? v11 : v28);
     const repo = "conformance/test";
@@ -92,7 +93,8 @@ for (const target of targets) {
     const cleanups: (() => void | Promise<void>)[] = [];
     before(async () => {
       const t = { after: (fn: () => void | Promise<void>) => void cleanups.unshift(fn) };
-      reg = ours ? await startStrataRegistry(t) : await startDistribution(t);
+      if (target === "strata-s3") reg = await startStrataRegistry(t, ["--config", (await startS3(t)).config("conformance")]);
+      else reg = ours ? await startStrataRegistry(t) : await startDistribution(t);
     });
     after(async () => {
       for (const fn of cleanups) await fn();
@@ -777,8 +779,8 @@ for (const target of targets) {
       });
       test("nothing was written by the refused requests", async () => {
         for (const d of badDigests) assert.equal((await req("HEAD", `/v2/${name}/blobs/${d}`)).status, 404, d);
-        if (!ours) return;
-        // Our storage: no refused content among the blobs, no stray files beside the repositories.
+        if (target !== "strata") return;
+        // Our filesystem storage: no refused content among the blobs, no stray files beside the repositories.
         const blobs = new Set(readdirSync(join(reg.storage, "blobs", "sha256")).map((h) => `sha256:${h}`));
         for (const d of badDigests) assert.ok(!blobs.has(d), `${d} was stored`);
         assert.deepEqual(readdirSync(join(reg.storage, "tmp")), []);

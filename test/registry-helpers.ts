@@ -132,3 +132,30 @@ export async function http(
   const body = Buffer.from(await r.arrayBuffer());
   return { status: r.status, headers: r.headers, body, json: () => JSON.parse(body.toString("utf8")) };
 }
+
+/** An S3 server from npm (s3rver, test/s3-server.ts) on a free port with one bucket; `config` writes a registry config for it. */
+export async function startS3(t: T): Promise<{ endpoint: string; config: (prefix?: string) => string }> {
+  const dir = tempDir(t, "strata-s3-");
+  const proc = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "s3-server.ts"), join(dir, "data")], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  proc.stderr!.on("data", (d) => (err += d));
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.stdout!.on("data", (d) => {
+      out += d;
+      const m = /"port":(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.once("exit", (code) => reject(new Error(`s3rver exited ${code}: ${err}`)));
+  });
+  t.after(stopper(proc));
+  const endpoint = `http://127.0.0.1:${port}`;
+  return {
+    endpoint,
+    config: (prefix = "") => {
+      const p = join(dir, `config-${Math.random().toString(36).slice(2)}.json`);
+      writeFileSync(p, JSON.stringify({ storage: { s3: { bucket: "registry", endpoint, region: "us-east-1", accessKeyId: "S3RVER", secretAccessKey: "S3RVER", prefix } } }));
+      return p;
+    },
+  };
+}

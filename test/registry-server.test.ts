@@ -9,7 +9,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer, request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { have, makeDockerArchive, makeTar, sha256, tempDir } from "./helpers.ts";
-import { http, startDistribution, startStrataRegistry, type RunningRegistry } from "./registry-helpers.ts";
+import { http, startDistribution, startS3, startStrataRegistry, type RunningRegistry } from "./registry-helpers.ts";
 import { hashPassword } from "../src/registry/server/auth.ts";
 import { Registry } from "../src/registry/server/index.ts";
 import { FilesystemStorage } from "../src/registry/server/storage.ts";
@@ -415,4 +415,24 @@ test("two registries on one storage directory serve each other's pushes", { skip
   const src = await archive(dir);
   const d = skopeoCopy(dir, `docker-archive:${src}`, `docker://${r1.host}/two/img:1`);
   assert.equal(skopeoCopy(dir, `docker://${r2.host}/two/img:1`, `dir:${join(dir, "o")}`), d);
+});
+
+test("S3 storage: two registry processes sharing one bucket serve each other's pushes", { skip: !peers && "skopeo missing" }, async (t) => {
+  const dir = tempDir(t);
+  const s3 = await startS3(t);
+  const config = s3.config("shared");
+  const [r1, r2] = await Promise.all([startStrataRegistry(t, ["--config", config]), startStrataRegistry(t, ["--config", config])]);
+  const src = await archive(dir);
+  const d = skopeoCopy(dir, `docker-archive:${src}`, `docker://${r1.host}/s3/img:1`);
+  assert.equal(skopeoCopy(dir, `docker://${r2.host}/s3/img:1`, `dir:${join(dir, "o")}`), d);
+  assert.equal(sha256(readFileSync(join(dir, "o", "manifest.json"))), d);
+  // A push through the second lands a second tag the first serves.
+  assert.equal(skopeoCopy(dir, `docker://${r1.host}/s3/img:1`, `docker://${r2.host}/s3/copy:2`), d);
+  const head = await http(r1.url, "HEAD", "/v2/s3/copy/manifests/2", { headers: { Accept: "application/vnd.docker.distribution.manifest.v2+json" } });
+  assert.equal(head.headers.get("docker-content-digest"), d);
+  // Online GC through one process sees the other's content as tagged.
+  const gc = run(process.execPath, [join(import.meta.dirname, "..", "bin", "strata.cjs"), "registry", "gc", "--url", r2.url, "--grace", "0"]);
+  ok(gc, "gc");
+  assert.doesNotMatch(gc.stdout, /Deleted/);
+  assert.equal(skopeoCopy(dir, `docker://${r1.host}/s3/img:1`, `dir:${join(dir, "o2")}`), d);
 });

@@ -77,6 +77,17 @@ export class S3RegistryStorage implements RegistryStorage {
     });
   }
 
+  /** client.send, with the operation and key in the error (the SDK's messages name neither). */
+  private async send<T>(cmd: { input: object; constructor: { name: string } }): Promise<T> {
+    try {
+      return (await this.client.send(cmd as never)) as T;
+    } catch (e) {
+      if (notFound(e)) throw e;
+      const input = cmd.input as { Key?: string; Prefix?: string };
+      throw new StrataError("IO", `s3 ${cmd.constructor.name.replace(/Command$/, "")} ${input.Key ?? input.Prefix ?? ""}: ${(e as Error).name}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
   private key(...parts: string[]): string {
     return this.prefix + parts.join("/");
   }
@@ -89,7 +100,7 @@ export class S3RegistryStorage implements RegistryStorage {
 
   private async head(key: string): Promise<{ size: number; mtime: number } | undefined> {
     try {
-      const r = await this.client.send(new this.s3.HeadObjectCommand({ Bucket: this.opts.bucket, Key: key }));
+      const r = await this.send<S3.HeadObjectCommandOutput>(new this.s3.HeadObjectCommand({ Bucket: this.opts.bucket, Key: key }));
       return { size: r.ContentLength ?? 0, mtime: r.LastModified?.getTime() ?? 0 };
     } catch (e) {
       if (notFound(e)) return undefined;
@@ -99,7 +110,7 @@ export class S3RegistryStorage implements RegistryStorage {
 
   private async get(key: string): Promise<Buffer | undefined> {
     try {
-      const r = await this.client.send(new this.s3.GetObjectCommand({ Bucket: this.opts.bucket, Key: key }));
+      const r = await this.send<S3.GetObjectCommandOutput>(new this.s3.GetObjectCommand({ Bucket: this.opts.bucket, Key: key }));
       return Buffer.from(await r.Body!.transformToByteArray());
     } catch (e) {
       if (notFound(e)) return undefined;
@@ -108,19 +119,19 @@ export class S3RegistryStorage implements RegistryStorage {
   }
 
   private async put(key: string, body: Buffer | string): Promise<void> {
-    await this.client.send(new this.s3.PutObjectCommand({ Bucket: this.opts.bucket, Key: key, Body: body }));
+    await this.send<S3.PutObjectCommandOutput>(new this.s3.PutObjectCommand({ Bucket: this.opts.bucket, Key: key, Body: body }));
   }
 
   private async del(key: string): Promise<boolean> {
     const existed = (await this.head(key)) !== undefined;
-    await this.client.send(new this.s3.DeleteObjectCommand({ Bucket: this.opts.bucket, Key: key }));
+    await this.send<S3.DeleteObjectCommandOutput>(new this.s3.DeleteObjectCommand({ Bucket: this.opts.bucket, Key: key }));
     return existed;
   }
 
   private async *list(prefix: string): AsyncGenerator<{ key: string; size: number; mtime: number }> {
     let token: string | undefined;
     do {
-      const r = await this.client.send(new this.s3.ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: prefix, ContinuationToken: token }));
+      const r = await this.send<S3.ListObjectsV2CommandOutput>(new this.s3.ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: prefix, ContinuationToken: token }));
       for (const o of r.Contents ?? []) if (o.Key) yield { key: o.Key, size: o.Size ?? 0, mtime: o.LastModified?.getTime() ?? 0 };
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);
@@ -143,7 +154,7 @@ export class S3RegistryStorage implements RegistryStorage {
   }
 
   async init(): Promise<void> {
-    await this.client.send(new this.s3.HeadBucketCommand({ Bucket: this.opts.bucket })).catch((e: unknown) => {
+    await this.send<S3.HeadBucketCommandOutput>(new this.s3.HeadBucketCommand({ Bucket: this.opts.bucket })).catch((e: unknown) => {
       throw new StrataError("NOT_FOUND", `S3 bucket ${this.opts.bucket}: ${(e as Error).name ?? ""} ${(e as Error).message ?? ""}`.trim());
     });
   }
@@ -295,8 +306,16 @@ export class S3RegistryStorage implements RegistryStorage {
     return this.del(this.key("repositories", repository, "_manifests/tags", tag));
   }
   async listTags(repository: string): Promise<string[] | undefined> {
-    const r = await this.client.send(new this.s3.ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.key("repositories", repository, "_manifests") + "/", MaxKeys: 1 }));
-    if (!r.Contents?.length) return undefined;
+    // A repository has keys under _manifests/ or _layers/ (MaxKeys: 1 trips some S3 servers, e.g. s3rver).
+    let known = false;
+    for (const sub of ["_manifests", "_layers"]) {
+      for await (const _ of this.list(this.key("repositories", repository, sub) + "/")) {
+        known = true;
+        break;
+      }
+      if (known) break;
+    }
+    if (!known) return undefined;
     return (await this.listNames(this.key("repositories", repository, "_manifests/tags") + "/")).sort();
   }
 
