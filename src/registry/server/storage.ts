@@ -61,7 +61,7 @@ export interface RegistryStorage {
   getTag(repository: string, tag: string): Promise<Digest | undefined>;
   putTag(repository: string, tag: string, d: Digest): Promise<void>;
   deleteTag(repository: string, tag: string): Promise<boolean>;
-  /** undefined when the repository has no manifests at all. */
+  /** undefined when the repository is unknown (neither manifests nor blobs). */
   listTags(repository: string): Promise<string[] | undefined>;
 
   putReferrer(repository: string, subject: Digest, d: Digest): Promise<void>;
@@ -366,11 +366,8 @@ export class FilesystemStorage implements RegistryStorage {
   }
 
   async listTags(repository: string): Promise<string[] | undefined> {
-    try {
-      await fs.access(join(this.repoDir(repository), "_manifests"));
-    } catch {
-      return undefined;
-    }
+    const names = await readdirOrEmpty(this.repoDir(repository));
+    if (!names.includes("_manifests") && !names.includes("_layers")) return undefined;
     return (await readdirOrEmpty(join(this.repoDir(repository), "_manifests", "tags"))).sort();
   }
 
