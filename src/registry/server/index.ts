@@ -569,6 +569,8 @@ export class Registry {
       res.end();
       return;
     }
+    // Abandoned sessions leave their hash state behind: keep the newest 10,000 (an older one is rehashed from storage at PUT).
+    if (this.hashes.size >= 10_000) this.hashes.delete(this.hashes.keys().next().value as string);
     this.hashes.set(upload.id, { hash: createHash("sha256"), size: 0 });
     if (hasBody(req)) req.resume();
     res.writeHead(202, {
