@@ -120,6 +120,16 @@ test("podman pushes to and pulls from strata's registry", { skip: !have("podman"
   const ids = podman("images", "--digests", "--format", "{{.Digest}}");
   ok(ids, "podman images");
   assert.ok(ids.stdout.includes(pushed), `${pushed} in ${ids.stdout}`);
+  // With auth (bearer tokens): credentials push and pull, wrong ones are refused.
+  const secured = await authRegistry(t, ["--token-auth"]);
+  assert.notEqual(podman("push", "--tls-verify=false", "--creds", "alice:nope", `${reg.host}/pod/test:1`, `${secured.host}/pod/test:1`).code, 0);
+  const authDigest = join(dir, "pushed-auth");
+  ok(podman("push", "--tls-verify=false", "--creds", "alice:wonderland", "--digestfile", authDigest, `${reg.host}/pod/test:1`, `${secured.host}/pod/test:1`), "podman push with creds");
+  assert.equal(readFileSync(authDigest, "utf8").trim(), pushed);
+  ok(podman("rmi", "-a", "-f"), "podman rmi");
+  assert.notEqual(podman("pull", "--tls-verify=false", `${secured.host}/pod/test:1`).code, 0, "anonymous pull of a private repository");
+  ok(podman("pull", "--tls-verify=false", "--creds", "alice:wonderland", `${secured.host}/pod/test:1`), "podman pull with creds");
+  assert.ok(podman("images", "--digests", "--format", "{{.Digest}}").stdout.includes(pushed));
 });
 
 async function authRegistry(t: Parameters<typeof tempDir>[0], args: string[]): Promise<RunningRegistry> {
