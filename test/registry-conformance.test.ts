@@ -5,7 +5,7 @@
 // OCI-Subject header, no automatic mount, ...) the expectation says so with `spec11(ours, theirs)`.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { request as httpRequest } from "node:http";
@@ -148,6 +148,21 @@ for (const target of targets) {
         const range = { Range: `bytes=${layer.length + 10}-${layer.length + 20}` };
         if (ours) assert.equal((await req("GET", path, { headers: range })).status, 416);
         else await assert.rejects(req("GET", path, { headers: range }));
+      });
+      test("GET of a blob with an inverted Range (500-0) is 416 (distribution 2.8 drops the connection)", async () => {
+        const path = `/v2/${repo}/blobs/${sha256(layer)}`;
+        if (ours) assert.equal((await req("GET", path, { headers: { Range: "bytes=500-0" } })).status, 416);
+        else await assert.rejects(req("GET", path, { headers: { Range: "bytes=500-0" } }));
+      });
+      test("GET of a blob with a Range past its end returns what there is", async () => {
+        const r = await req("GET", `/v2/${repo}/blobs/${sha256(layer)}`, { headers: { Range: `bytes=${layer.length - 100}-${layer.length + 5000}` } });
+        assert.equal(r.status, 206);
+        assert.ok(r.body.equals(layer.subarray(layer.length - 100)));
+      });
+      test("GET of a manifest by a malformed digest is refused (400 DIGEST_INVALID; distribution 2.8: 500)", async () => {
+        const r = await req("GET", `/v2/${repo}/manifests/sha256:baddigeststring`, { headers: { Accept: OCI_MANIFEST } });
+        if (ours) expectError(r, 400, "DIGEST_INVALID");
+        else assert.equal(r.status, 500);
       });
       test("HEAD of a nonexistent manifest is 404", async () => {
         assert.equal((await req("HEAD", `/v2/${repo}/manifests/${sha256("nope")}`)).status, 404);
@@ -328,6 +343,34 @@ for (const target of targets) {
         const r = await http(u.href, "PUT", "");
         assert.equal(r.status, 201);
         assert.ok((await req("GET", `/v2/${repo}/blobs/${sha256(chunked)}`)).body.equals(chunked));
+      });
+      test("chunked: several PATCH chunks and the last chunk in the PUT", async () => {
+        const b = randomBytes(150_000);
+        let loc = (await req("POST", `/v2/${repo}/blobs/uploads/`)).headers.get("location")!;
+        for (const [s0, e0] of [[0, 49_999], [50_000, 99_999]]) {
+          const r = await http(new URL(loc, reg.url).href, "PATCH", "", { body: b.subarray(s0, e0 + 1), headers: { "Content-Type": "application/octet-stream", "Content-Range": `${s0}-${e0}` } });
+          assert.equal(r.status, 202);
+          loc = r.headers.get("location")!;
+        }
+        const u = new URL(loc, reg.url);
+        u.searchParams.set("digest", sha256(b));
+        const r = await http(u.href, "PUT", "", { body: b.subarray(100_000), headers: { "Content-Type": "application/octet-stream", "Content-Range": `100000-${b.length - 1}` } });
+        assert.equal(r.status, 201);
+        assert.ok((await req("GET", `/v2/${repo}/blobs/${sha256(b)}`)).body.equals(b));
+      });
+      test("a sha512 blob is pushed and pulled by its sha512 digest (distribution 2.8 answers with the sha256 digest)", async () => {
+        const b = randomBytes(2048);
+        const d = "sha512:" + createHash("sha512").update(b).digest("hex");
+        const s = await req("POST", `/v2/${repo}/blobs/uploads/`);
+        const u = new URL(s.headers.get("location")!, reg.url);
+        u.searchParams.set("digest", d);
+        const r = await http(u.href, "PUT", "", { body: b, headers: { "Content-Type": "application/octet-stream" } });
+        assert.equal(r.status, 201, r.body.toString());
+        const g = await req("GET", `/v2/${repo}/blobs/${d}`);
+        assert.equal(g.status, 200);
+        assert.ok(g.body.equals(b));
+        if (ours) assert.equal(g.headers.get("docker-content-digest"), d);
+        else assert.equal(g.headers.get("docker-content-digest"), sha256(b));
       });
       test("DELETE of an upload session is 204; the session is gone", async () => {
         const s = await req("POST", `/v2/${repo}/blobs/uploads/`);
@@ -714,6 +757,14 @@ for (const target of targets) {
           expectError(r, 413, "SIZE_INVALID");
         } else assert.equal(r.status, 400);
         assert.equal((await req("GET", `/v2/${name}/manifests/huge`)).status, 404);
+      });
+      test("a manifest PUT by a malformed digest is 400 DIGEST_INVALID (distribution 2.8: 500, after writing under tags/)", async () => {
+        const m = imageManifest(cfg, [lyr], { annotations: { n: "baddigest" } });
+        const r = await putManifest(name, "sha256:baddigeststring", m);
+        if (ours) {
+          badDigests.push(sha256(m));
+          expectError(r, 400, "DIGEST_INVALID");
+        } else expectError(r, 500, "UNKNOWN");
       });
       test("a manifest PUT by a digest it does not have is 400 DIGEST_INVALID", async () => {
         const m = imageManifest(cfg, [lyr], { annotations: { n: "mismatch" } });

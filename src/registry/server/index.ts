@@ -394,7 +394,7 @@ export class Registry {
     let d: Digest | undefined;
     if (isDigest(reference)) d = reference;
     else if (isTag(reference)) d = await this.resolveTag(name, reference);
-    else throw new RegistryError("MANIFEST_INVALID", `invalid reference ${JSON.stringify(reference)}`);
+    else throw invalidReference(reference);
     const mediaType = d && (await this.revision(name, d));
     const m = d && mediaType !== undefined ? await this.loadManifest(d, mediaType || undefined) : undefined;
     if (!d || !m) throw new RegistryError("MANIFEST_UNKNOWN", `manifest unknown: ${name}:${reference}`);
@@ -405,7 +405,7 @@ export class Registry {
 
   private async putManifest(req: IncomingMessage, res: ServerResponse, name: string, reference: string): Promise<void> {
     const byDigest = isDigest(reference);
-    if (!byDigest && !isTag(reference)) throw new RegistryError("MANIFEST_INVALID", `invalid tag ${JSON.stringify(reference.slice(0, 200))}`);
+    if (!byDigest && !isTag(reference)) throw invalidReference(reference);
     const body = await readBody(req, MAX_MANIFEST_BYTES);
     const contentType = firstHeader(req.headers["content-type"])?.split(";")[0].trim();
     const alg = byDigest ? digestAlgorithm(reference as Digest) : "sha256";
@@ -446,7 +446,7 @@ export class Registry {
 
   private async deleteManifest(res: ServerResponse, name: string, reference: string): Promise<void> {
     if (!isDigest(reference)) {
-      if (!isTag(reference)) throw new RegistryError("MANIFEST_INVALID", `invalid reference ${JSON.stringify(reference.slice(0, 200))}`);
+      if (!isTag(reference)) throw invalidReference(reference);
       const removed = await this.storage.deleteTag(name, reference);
       this.tags.delete(`${name}:${reference}`);
       if (!removed) throw new RegistryError("MANIFEST_UNKNOWN", `manifest unknown: ${name}:${reference}`);
@@ -755,6 +755,12 @@ function paginate(all: string[], query: URLSearchParams): { items: string[]; nex
 function contentLength(req: IncomingMessage): number | undefined {
   const v = req.headers["content-length"];
   return v === undefined ? undefined : Number(v);
+}
+
+/** A reference that is neither a tag nor a digest: with a colon it was meant as a digest. */
+function invalidReference(reference: string): RegistryError {
+  const shown = JSON.stringify(reference.slice(0, 200));
+  return reference.includes(":") ? new RegistryError("DIGEST_INVALID", `invalid digest ${shown}`) : new RegistryError("MANIFEST_INVALID", `invalid tag ${shown}`);
 }
 
 function methodNotAllowed(method: string, path: string): RegistryError {
