@@ -366,6 +366,10 @@ test("online GC removes untagged manifests and unreferenced blobs and keeps ever
   ok(dry, "gc --dry-run");
   assert.match(dry.stdout, new RegExp(`Would delete manifest: gc/b@${b.manifest}`));
   assert.equal((await http(reg.url, "GET", `/v2/gc/b/manifests/${b.manifest}`)).status, 200, "dry run removed nothing");
+  // Offline (straight on the storage directory), the same verdict.
+  const offline = run(process.execPath, [join(import.meta.dirname, "..", "bin", "strata.cjs"), "registry", "gc", "--storage-path", reg.storage, "--grace", "0", "--dry-run"]);
+  ok(offline, "offline gc --dry-run");
+  assert.deepEqual(offline.stdout.split("\n").sort(), dry.stdout.split("\n").sort());
   const r = run(process.execPath, [join(import.meta.dirname, "..", "bin", "strata.cjs"), "registry", "gc", "--url", reg.url, "--grace", "0"]);
   ok(r, "gc");
   for (const d of [b.manifest, sha256(onlyB), sha256(orphan), b.config]) assert.match(r.stdout, new RegExp(d), `${d} collected`);
