@@ -182,6 +182,19 @@ for (const mode of ["basic", "token"] as const) {
     assert.equal(skopeoCopy(dir, `docker://${reg.host}/public/img:1`, `dir:${join(dir, "o4")}`), pushed);
     const anonPush = run("skopeo", ["copy", "--dest-tls-verify=false", `docker-archive:${src}`, `docker://${reg.host}/public/mine:1`]);
     assert.notEqual(anonPush.code, 0);
+    // The catalog lists what the caller may pull.
+    const catalogAs = async (who: string) => {
+      let headers: Record<string, string> = { Authorization: "Basic " + Buffer.from(who).toString("base64") };
+      if (mode === "token") {
+        const tok = await http(reg.url, "GET", `/token?service=strata-registry&scope=registry:catalog:*`, { headers });
+        headers = { Authorization: `Bearer ${tok.json().token}` };
+      }
+      const r = await http(reg.url, "GET", "/v2/_catalog", { headers });
+      assert.equal(r.status, 200, r.body.toString());
+      return r.json().repositories as string[];
+    };
+    assert.deepEqual(await catalogAs("alice:wonderland"), ["bob/img", "private/img", "public/img"]);
+    assert.deepEqual(await catalogAs("bob:builder"), ["bob/img", "public/img"]);
     // Delete needs the delete action: bob has none.
     const asBob = { Authorization: "Basic " + Buffer.from("bob:builder").toString("base64") };
     const del = await http(reg.url, "DELETE", `/v2/bob/img/manifests/${pushed}`, { headers: asBob });

@@ -93,6 +93,10 @@ export class RegistryAuth implements Authorizer {
   }
 
   /** The user, or undefined for empty credentials (some clients send ":" when they have none). */
+  mayPull(user: string | undefined, repository: string): boolean {
+    return this.allowed(user, repository).includes("pull");
+  }
+
   private async checkBasic(header: string): Promise<string | undefined> {
     let decoded: string;
     try {

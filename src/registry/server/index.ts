@@ -17,6 +17,8 @@ export type Action = "pull" | "push" | "delete";
 /** Decides who may do what; throws RegistryError UNAUTHORIZED/DENIED. Returns the user name for logs. */
 export interface Authorizer {
   authorize(req: IncomingMessage, repository: string | undefined, actions: Action[]): Promise<string | undefined>;
+  /** Whether `user` (undefined: anonymous) may pull `repository`: the catalog lists only those. */
+  mayPull?(user: string | undefined, repository: string): boolean;
   /** Extra routes (the token endpoint); true when handled. */
   handle?(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<boolean>;
 }
@@ -285,8 +287,9 @@ export class Registry {
     }
     if (route.kind === "catalog") {
       if (method !== "GET") throw methodNotAllowed(method, path);
-      setUser(await this.authorize(req, "", ["pull"]));
-      return this.catalog(res, query);
+      const user = await this.authorize(req, "", ["pull"]);
+      setUser(user);
+      return this.catalog(res, query, user);
     }
     const name = route.name;
     if (!isRepositoryName(name)) throw new RegistryError("NAME_INVALID", `invalid repository name ${JSON.stringify(name.slice(0, 300))}`);
@@ -677,8 +680,11 @@ export class Registry {
     sendJson(res, 200, { name, tags: page.items }, headers);
   }
 
-  private async catalog(res: ServerResponse, query: URLSearchParams): Promise<void> {
-    const page = paginate(await this.storage.repositories(), query);
+  private async catalog(res: ServerResponse, query: URLSearchParams, user: string | undefined): Promise<void> {
+    let names = await this.storage.repositories();
+    const auth = this.auth;
+    if (auth?.mayPull) names = names.filter((n) => auth.mayPull!(user, n));
+    const page = paginate(names, query);
     const headers: Record<string, string> = {};
     if (page.next) headers.Link = `</v2/_catalog?n=${page.n}&last=${encodeURIComponent(page.next)}>; rel="next"`;
     sendJson(res, 200, { repositories: page.items }, headers);
