@@ -1,5 +1,5 @@
 // strata's benchmarks, each side by side with the peer tool that does the same job.
-//   node --import tsx bench/run.ts [images] [startup] [load] [unpack] [commit] [run] [detached]   (from the repo root, after a build)
+//   node --import tsx bench/run.ts [images] [startup] [load] [unpack] [commit] [run] [detached] [registry]   (from the repo root, after a build)
 // Every store lives in a temp dir removed at the end; only the fixtures in bench/.cache/ are kept.
 import { spawn, spawnSync } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
@@ -7,7 +7,7 @@ import { createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readdi
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { compare, type Comparison } from "./harness.js";
+import { compare, median, timeOnce, type Comparison } from "./harness.js";
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
 const CACHE = join(REPO, "bench", ".cache");
@@ -642,11 +642,169 @@ async function benchDetached(): Promise<void> {
     warmup: 0,
     runs: 3,
   });
+
+
+// ---- registry: strata registry serve vs docker-registry, same image in both ----------
+
+/** A registry process on a free loopback port with its own storage; resolves once it answers /v2/. */
+async function startBenchRegistry(kind: "strata" | "distribution", storage: string): Promise<{ host: string; pid: number; stop: () => Promise<void> }> {
+  const { createServer } = await import("node:net");
+  const port = await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+  let child;
+  if (kind === "strata") {
+    child = spawn(STRATA[0], [STRATA[1], "registry", "serve", "--listen", `127.0.0.1:${port}`, "--storage-path", storage, "--log-level", "off"], { stdio: "ignore" });
+  } else {
+    mkdirSync(storage, { recursive: true });
+    const config = join(storage, "..", `${kind}-${port}.yml`);
+    writeFileSync(
+      config,
+      `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+    );
+    child = spawn("docker-registry", ["serve", config], { stdio: "ignore" });
+  }
+  const host = `127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`http://${host}/v2/`)).ok) break;
+    } catch {
+      /* starting */
+    }
+    if (child.exitCode !== null || i > 400) throw new Error(`${kind} registry did not start`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once("exit", () => resolve());
+      child.kill("SIGTERM");
+    });
+  return { host, pid: child.pid!, stop };
+}
+
+function wrk(connections: number, url: string, seconds: number, headers: string[] = []): { rps: number; bytesPerSec: number; errors: string } {
+  const out = sh(["wrk", "-t1", `-c${connections}`, `-d${seconds}s`, "--timeout", "30s", ...headers.flatMap((h) => ["-H", h]), url]);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const m = /Transfer\/sec:\s+([\d.]+)([KMG]?B)/.exec(out);
+  const unit: Record<string, number> = { B: 1, KB: 1024, MB: MB, GB: 1024 * MB };
+  const bytesPerSec = m ? Number(m[1]) * unit[m[2]] : NaN;
+  const errors = /Non-2xx or 3xx responses: \d+|Socket errors: [^\n]+/.exec(out)?.[0] ?? "";
+  return { rps, bytesPerSec, errors };
+}
+
+function line(name: string, ours: string, peer: string, ratio: number, target: string, met: boolean): void {
+  console.log([name.padEnd(22), `strata ${ours}`.padEnd(26), `docker-registry ${peer}`.padEnd(26), `ratio ${ratio.toFixed(2)}×`, `(target ${target}: ${met ? "met" : "MISSED"})`].join("  "));
+}
+
+async function benchRegistry(): Promise<void> {
+  for (const tool of ["skopeo", "docker-registry", "wrk"]) if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) throw new Error(`registry bench needs ${tool} (scripts/setup.sh --test)`);
+  const archive = join(CACHE, "unpack-300.tar");
+  if (!existsSync(archive)) {
+    console.error(`# registry: building ${archive} once`);
+    await buildUnpackArchive(archive);
+  }
+  // The image as registries hold it: gzip-compressed layers in an OCI layout, made once.
+  const layout = join(CACHE, "registry-oci");
+  if (!existsSync(layout)) {
+    sh(["skopeo", "copy", "--quiet", "--dest-compress", `docker-archive:${archive}`, `oci:${layout}.partial:bench`]);
+    renameSync(`${layout}.partial`, layout);
+  }
+  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+  const manifest = JSON.parse(readFileSync(join(layout, "blobs", "sha256", index.manifests[0].digest.slice(7)), "utf8")) as { layers: { digest: string; size: number }[]; config: { digest: string; size: number } };
+  const compressed = manifest.layers.reduce((a, l) => a + l.size, 0);
+  const largest = manifest.layers.reduce((a, l) => (l.size > a.size ? l : a));
+  console.error(`# registry: image of ${(compressed / MB).toFixed(0)} MB compressed, largest layer ${(largest.size / MB).toFixed(0)} MB`);
+  const work = tempDir("registry");
+  const src = `oci:${layout}:bench`;
+  const copy = (from: string, to: string) => ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false", from, to];
+
+  // push and pull: each run into a fresh registry (so every blob is uploaded), alternating sides.
+  const times: Record<"strata" | "distribution", { push: number[]; pull: number[] }> = { strata: { push: [], pull: [] }, distribution: { push: [], pull: [] } };
+  const runs = 3;
+  for (let k = 0; k < runs + 1; k++) {
+    for (const kind of ["strata", "distribution"] as const) {
+      const storage = join(work, `${kind}-${k}`);
+      const reg = await startBenchRegistry(kind, storage);
+      try {
+        settle();
+        const push = timeOnce(copy(src, `docker://${reg.host}/bench/img:1`));
+        const out = join(work, `pulled-${kind}-${k}`);
+        settle();
+        const pull = timeOnce(copy(`docker://${reg.host}/bench/img:1`, `dir:${out}`));
+        rmSync(out, { recursive: true, force: true });
+        if (k > 0) {
+          times[kind].push.push(push);
+          times[kind].pull.push(pull);
+        }
+      } finally {
+        await reg.stop();
+        rmSync(storage, { recursive: true, force: true });
+      }
+    }
+  }
+  const secs = (x: number) => `${(x / 1000).toFixed(2)} s`;
+  for (const what of ["push", "pull"] as const) {
+    const o = median(times.strata[what]);
+    const p = median(times.distribution[what]);
+    line(`registry: skopeo ${what}`, secs(o), secs(p), o / p, "≤ 1.00×", o <= p);
+  }
+
+  // Load: both registries serve the same pushed image, measured one at a time.
+  const ours = await startBenchRegistry("strata", join(work, "strata-load"));
+  const theirs = await startBenchRegistry("distribution", join(work, "distribution-load"));
+  try {
+    for (const reg of [ours, theirs]) sh(copy(src, `docker://${reg.host}/bench/img:1`));
+    const accept = "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+    const seconds = 10;
+    const mo = wrk(64, `http://${ours.host}/v2/bench/img/manifests/1`, seconds, [accept]);
+    const mp = wrk(64, `http://${theirs.host}/v2/bench/img/manifests/1`, seconds, [accept]);
+    line("registry: manifest GET ×64", `${mo.rps.toFixed(0)} req/s`, `${mp.rps.toFixed(0)} req/s`, mo.rps / mp.rps, "≥ 2.00×", mo.rps / mp.rps >= 2);
+    if (mo.errors || mp.errors) console.error(`# registry: wrk errors: strata ${mo.errors || "none"}; docker-registry ${mp.errors || "none"}`);
+    const bo = wrk(16, `http://${ours.host}/v2/bench/img/blobs/${largest.digest}`, seconds);
+    const bp = wrk(16, `http://${theirs.host}/v2/bench/img/blobs/${largest.digest}`, seconds);
+    const gbs = (x: number) => `${(x / 1024 / MB).toFixed(2)} GB/s`;
+    line("registry: blob GET ×16", gbs(bo.bytesPerSec), gbs(bp.bytesPerSec), bo.bytesPerSec / bp.bytesPerSec, "≥ 0.80×", bo.bytesPerSec / bp.bytesPerSec >= 0.8);
+    if (bo.errors || bp.errors) console.error(`# registry: wrk errors: strata ${bo.errors || "none"}; docker-registry ${bp.errors || "none"}`);
+
+    // 32 concurrent pulls of the whole image (manifest, config, every layer; each verified), peak RSS of our registry.
+    const pullAll = async (host: string) => {
+      const base = `http://${host}/v2/bench/img`;
+      const m = await fetch(`${base}/manifests/1`, { headers: { Accept: "application/vnd.oci.image.manifest.v1+json" } });
+      if (!m.ok) throw new Error(`manifest: HTTP ${m.status}`);
+      await m.arrayBuffer();
+      for (const d of [manifest.config, ...manifest.layers]) {
+        const r = await fetch(`${base}/blobs/${d.digest}`);
+        if (!r.ok || !r.body) throw new Error(`blob ${d.digest}: HTTP ${r.status}`);
+        const h = createHash("sha256");
+        for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) h.update(c);
+        if (`sha256:${h.digest("hex")}` !== d.digest) throw new Error(`blob ${d.digest}: digest mismatch`);
+      }
+    };
+    const hwm = (pid: number) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN) / 1024;
+    for (const [label, reg] of [["strata", ours], ["docker-registry", theirs]] as const) {
+      const t0 = Date.now();
+      const results = await Promise.allSettled(Array.from({ length: 32 }, () => pullAll(reg.host)));
+      const failed = results.filter((r) => r.status === "rejected");
+      const rss = hwm(reg.pid);
+      console.log(
+        `${"registry: 32 pulls".padEnd(22)}  ${label} ${((Date.now() - t0) / 1000).toFixed(1)} s, ${failed.length} errors, peak RSS ${rss.toFixed(0)} MB` +
+          (label === "strata" ? `  (target 0 errors, < 200 MB: ${failed.length === 0 && rss < 200 ? "met" : "MISSED"})` : ""),
+      );
+      if (failed.length) console.error(`# ${label}: ${(failed[0] as PromiseRejectedResult).reason}`);
+    }
+  } finally {
+    await ours.stop();
+    await theirs.stop();
+  }
 }
 
 // ---- main ------------------------------------------------------------------
 
-const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad, unpack: benchUnpack, commit: benchCommit, run: benchRun, detached: benchDetached };
+const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad, unpack: benchUnpack, commit: benchCommit, run: benchRun, detached: benchDetached, registry: benchRegistry };
 
 const wanted = process.argv.slice(2);
 for (const w of wanted) if (!BENCHES[w]) throw new Error(`unknown benchmark "${w}"; have: ${Object.keys(BENCHES).join(", ")}`);

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(busybox-static zstd runc)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(podman skopeo umoci buildah docker-registry uidmap debootstrap attr catatonit bsdutils)
+  pkgs+=(podman skopeo umoci buildah docker-registry uidmap debootstrap attr catatonit bsdutils openssl wrk)
 fi
 
 missing=()

@@ -15,5 +15,7 @@ exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/containers.test.ts \
   test/cp.test.ts \
   test/interop.test.ts \
+  test/registry-conformance.test.ts \
+  test/registry-server.test.ts \
   test/crash.test.ts \
   test/runtime.test.ts

@@ -8,6 +8,8 @@ export interface Ctx {
   out: NodeJS.WritableStream;
   err: NodeJS.WritableStream;
   command: string;
+  /** The --root flag, when given. */
+  root?: string;
 }
 
 export interface Command {
@@ -58,6 +60,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default?
   "volume inspect": { summary: "Display detailed information on one or more volumes", load: () => import("./commands/volume.js") },
   "volume rm": { summary: "Remove one or more volumes", load: () => import("./commands/volume.js") },
   __monitor: { summary: "(internal) supervise a detached container", load: () => import("./commands/monitor.js") },
+  registry: { summary: "Run a private registry (serve) or collect its garbage (gc)", load: () => import("./registry.js") },
 };
 
 const ALIASES: Record<string, string> = {
@@ -212,6 +215,7 @@ export async function main(argv: string[]): Promise<number> {
   let engine: Engine | undefined;
   const ctx: Ctx = {
     command: name,
+    root,
     out,
     err,
     engine: () => engine ?? (engine = new EngineCtor!({ root, storageDriver })),
