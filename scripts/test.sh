@@ -16,4 +16,5 @@ exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/cp.test.ts \
   test/interop.test.ts \
   test/crash.test.ts \
-  test/runtime.test.ts
+  test/runtime.test.ts \
+  test/build-parser.test.ts

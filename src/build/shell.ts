@@ -216,7 +216,8 @@ export class ShellLex {
     if (first === "{" || first === "}" || first === ":") throw new LexError("syntax error: bad substitution");
     const name = this.processName();
     let ch = this.next();
-    let mod = ch === EOF ? "\ufffd" : ch;
+    if (ch === EOF) throw new LexError("syntax error: missing '}'");
+    let mod = ch;
     if (ch === "}") {
       const value = this.getEnv(name);
       if (value === undefined && this.skipUnsetEnv) return "${" + name + "}";
@@ -227,8 +228,9 @@ export class ShellLex {
     if (ch === ":") {
       nullIsUnset = true;
       ch = this.next();
-      mod += ch === EOF ? "\ufffd" : ch;
-    } else if (!"+-?#%".includes(ch) || ch === EOF) {
+      if (ch === EOF) throw new LexError("syntax error: missing '}'");
+      mod += ch;
+    } else if (!"+-?#%".includes(ch)) {
       throw new LexError(`unsupported modifier (${mod}) in substitution`);
     }
     const trim = ch === "#" || ch === "%";
