@@ -237,3 +237,10 @@ test("shell: modifiers, patterns, errors and word splitting", () => {
 test("dump: Go strconv.Quote compatible strings", () => {
   assert.equal(goQuote('a"b\\c\n\t\x00\x7f é 한 \u00a0 \u200b 😀'), '"a\\"b\\\\c\\n\\t\\x00\\x7f é 한 \\u00a0 \\u200b 😀"');
 });
+
+test("parser: line numbers of buildkit's testfile-line and empty-continuation warnings", () => {
+  const r = parse(readFileSync(join(DF, "parser", "testfile-line", "Dockerfile"), "utf8"));
+  assert.deepEqual(r.nodes.map((n) => [n.startLine, n.endLine]), [[5, 5], [11, 12], [17, 31]]);
+  const w = parse("FROM a\nRUN one \\\n\n  two\nRUN three \\\n# comment\n  four\n").warnings;
+  assert.deepEqual(w, ["Empty continuation line found in: RUN one   two"]);
+});

@@ -5,9 +5,12 @@ import { goQuote } from "./dump.js";
 
 const EOF = "";
 /** Go's unicode.IsSpace. */
-export const isSpace = (ch: string): boolean => /^\p{White_Space}$/u.test(ch);
-const isLetter = (ch: string) => /^\p{L}$/u.test(ch);
-const isDigit = (ch: string) => /^\p{Nd}$/u.test(ch);
+export const isSpace = (ch: string): boolean => {
+  const c = ch.charCodeAt(0);
+  return c < 0x80 ? c === 0x20 || (c >= 0x09 && c <= 0x0d) : /^\p{White_Space}$/u.test(ch);
+};
+const isLetter = (ch: string) => (ch < "\x80" ? (ch >= "a" && ch <= "z") || (ch >= "A" && ch <= "Z") : /^\p{L}$/u.test(ch));
+const isDigit = (ch: string) => (ch < "\x80" ? ch >= "0" && ch <= "9" : /^\p{Nd}$/u.test(ch));
 const SPECIAL_PARAMS = "@*#?-$!0";
 
 /** Collects the split words beside the joined result (word splitting happens after expansion). */
