@@ -19,4 +19,5 @@ exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/registry-server.test.ts \
   test/crash.test.ts \
   test/runtime.test.ts \
-  test/build-parser.test.ts
+  test/build-parser.test.ts \
+  test/build.test.ts
