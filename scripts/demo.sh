@@ -19,7 +19,7 @@ cp /bin/busybox "$rootfs/bin/busybox"
 for applet in $(/bin/busybox --list); do [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"; done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
-version=$(/bin/busybox | head -1 | sed -E 's/^BusyBox v([0-9.]+).*/\1/')
+version=$(/bin/busybox | sed -nE '1s/^BusyBox v([0-9.]+).*/\1/p')   # sed reads it all: no SIGPIPE under pipefail
 echo "busybox $version, $(ls "$rootfs/bin" | wc -l) files in /bin"
 
 step "strata import -c 'CMD [\"sh\"]' rootfs demo/busybox:$version"
@@ -113,6 +113,19 @@ strata rm ticker
 strata volume ls
 strata run --rm -v demo-data:/data demo/busybox wc -l /data/ticks
 strata volume rm demo-data
+
+step "strata build -t demo/hello examples/hello   # a Dockerfile: one layer per filesystem step"
+strata build -t demo/hello examples/hello
+
+step "strata build -t demo/hello examples/hello   # again: every step comes from the cache"
+strata build -t demo/hello examples/hello 2>&1 | grep -E "CACHED|writing image"
+
+step "strata run --rm demo/hello; strata run --rm demo/hello strata"
+strata run --rm demo/hello
+strata run --rm demo/hello strata
+
+step "strata history demo/hello"
+strata history demo/hello
 
 step "strata system df -v"
 strata system df -v

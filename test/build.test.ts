@@ -164,6 +164,7 @@ test("the cache keys on content: an unchanged rebuild reuses every step, a chang
   assert.equal(first.stderr.match(/CACHED/g), null);
   const again = ok(strata(f.root, ["build", "-t", "cache:2", ctx]));
   assert.equal(again.stderr.match(/CACHED/g)?.length, 4, again.stderr);
+  assert.equal(again.stdout, first.stdout, "a fully cached rebuild is the same image");
   // Touching a file without changing it keeps the cache (content, not mtime).
   const now = new Date();
   spawnSync("touch", ["-d", "2001-01-01", join(ctx, "a.txt")]);

@@ -84,6 +84,12 @@ interface StageState {
   /** ARGs declared in this stage, with their values */
   args: Map<string, string | undefined>;
   shell: string[];
+  /**
+   * When the stage's filesystem was last made: the time of its newest layer
+   * (a cached step keeps the time it was first built, as BuildKit does), so a
+   * fully cached rebuild gives the same image; SOURCE_DATE_EPOCH overrides it.
+   */
+  time: string;
 }
 
 /** Docker's predefined proxy args: usable without an ARG line, kept out of history. */
@@ -128,7 +134,6 @@ export class Builder {
   private step = 0;
   private readonly progress: (line: string) => void;
   private readonly tmp: string;
-  private readonly created: string;
   private readonly epoch?: number;
 
   constructor(
@@ -143,7 +148,6 @@ export class Builder {
     this.tmp = join(engine.root, "tmp", `build-${process.pid}-${randomBytes(4).toString("hex")}`);
     const sde = process.env.SOURCE_DATE_EPOCH;
     this.epoch = sde && /^\d+$/.test(sde) ? Number(sde) : undefined;
-    this.created = (this.epoch !== undefined ? new Date(this.epoch * 1000) : new Date()).toISOString().replace(/\.000Z$/, "Z");
     let current: Stage | undefined;
     for (const n of parsed.nodes) {
       if (n.value === "from") {
@@ -164,6 +168,11 @@ export class Builder {
 
   private log(line: string): void {
     this.progress(line);
+  }
+
+  /** A history/image time: SOURCE_DATE_EPOCH when set, else `ms`, in RFC 3339 without needless millis. */
+  private stamp(ms: number): string {
+    return new Date(this.epoch !== undefined ? this.epoch * 1000 : ms).toISOString().replace(/\.000Z$/, "Z");
   }
 
   // ---- planning ---------------------------------------------------------------
@@ -267,14 +276,14 @@ export class Builder {
     const ref = this.expandGlobal(s.from.next[0], s.from);
     const flags = parseFlags(s.from, { platform: "string" });
     const host = hostPlatform();
-    const empty = (): StageState => ({ config: { Env: [`PATH=${DEFAULT_PATH}`] }, os: host.os, architecture: host.architecture, layers: [], history: [], args: new Map(), shell: ["/bin/sh", "-c"] });
+    const empty = (): StageState => ({ config: { Env: [`PATH=${DEFAULT_PATH}`] }, os: host.os, architecture: host.architecture, layers: [], history: [], args: new Map(), shell: ["/bin/sh", "-c"], time: this.stamp(0) });
     if (flags.platform && this.expandGlobal(flags.platform as string, s.from) !== `${host.os}/${host.architecture}`)
       throw new BuildError(s.from, `platform ${flags.platform} is not this host's (${host.os}/${host.architecture}): cross-platform builds are not supported`);
     if (ref === "scratch") return empty();
     const dep = this.stageRef(ref, s.from, s.index);
     if (dep) {
       const base = this.results.get(dep.index)!;
-      return { ...structuredClone({ config: base.config, history: base.history }), os: base.os, architecture: base.architecture, variant: base.variant, author: base.author, layers: [...base.layers], args: new Map(), shell: [...base.shell] };
+      return { ...structuredClone({ config: base.config, history: base.history }), os: base.os, architecture: base.architecture, variant: base.variant, author: base.author, layers: [...base.layers], args: new Map(), shell: [...base.shell], time: base.time };
     }
     let img;
     try {
@@ -301,6 +310,7 @@ export class Builder {
       history: structuredClone(config.history ?? []),
       args: new Map(),
       shell: ((config.config as Config | undefined)?.Shell as string[] | undefined) ?? ["/bin/sh", "-c"],
+      time: this.stamp(Date.parse(config.created ?? "") || 0),
     };
   }
 
@@ -327,7 +337,7 @@ export class Builder {
   }
 
   private emptyHistory(st: StageState, createdBy: string): void {
-    st.history.push({ created: this.created, created_by: createdBy, comment: "buildkit.dockerfile.v0", empty_layer: true });
+    st.history.push({ created: st.time, created_by: createdBy, comment: "buildkit.dockerfile.v0", empty_layer: true });
   }
 
   private async instruction(st: StageState, node: Node, stage: Stage, label: string): Promise<void> {
@@ -503,10 +513,11 @@ export class Builder {
     const parent = this.topChain(st) ?? "";
     const key = createHash("sha256").update(JSON.stringify([parent, step, keyParts, inputs])).digest("hex");
     const meta = this.engine.meta;
-    const history = (empty: boolean): HistoryEntry => ({ created: this.created, created_by: `${step} # buildkit`, comment: "buildkit.dockerfile.v0", ...(empty ? { empty_layer: true } : {}) });
+    const history = (empty: boolean): HistoryEntry => ({ created: st.time, created_by: `${step} # buildkit`, comment: "buildkit.dockerfile.v0", ...(empty ? { empty_layer: true } : {}) });
     if (!this.opts.noCache) {
       const hit = meta.db.prepare("SELECT * FROM build_cache WHERE key = ?").get(key) as CacheRow | undefined;
       if (hit && (!hit.layer || (await this.engine.content.stat(hit.layer as Digest)))) {
+        st.time = this.stamp(hit.created);
         if (hit.layer) this.pushLayer(st, { digest: hit.layer as Digest, media_type: hit.media_type!, size: hit.size!, diff_id: hit.diff_id as Digest, uncompressed_size: hit.uncompressed_size! });
         st.history.push(history(!hit.layer));
         done(true);
@@ -540,8 +551,10 @@ export class Builder {
         changes = await treeChanges(parentDir, (await sn.stat(snapKey)).dir);
         upper = (await sn.stat(snapKey)).dir;
       }
+      const now = Date.now();
+      st.time = this.stamp(now);
       if (changes.length === 0) {
-        meta.write(() => insertCache(meta.db, key, parent, step, inputs, undefined));
+        meta.write(() => insertCache(meta.db, key, parent, step, inputs, undefined, now));
         st.history.push(history(true));
         done();
         return;
@@ -549,7 +562,7 @@ export class Builder {
       const layer: NewLayer = await this.engine.ingestLayer(writeChangeset(changes, upper), "none");
       try {
         // The cache row first (gc keeps what it names), then the blob into the store.
-        meta.write(() => insertCache(meta.db, key, parent, step, inputs, layer));
+        meta.write(() => insertCache(meta.db, key, parent, step, inputs, layer, now));
         await layer.pending.commit(layer.digest);
       } catch (e) {
         await layer.pending.abort();
@@ -818,7 +831,7 @@ export class Builder {
 
   private async export(st: StageState): Promise<BuildResult> {
     const config: ImageConfig = {
-      created: this.created,
+      created: st.time,
       ...(st.author ? { author: st.author } : {}),
       architecture: st.architecture,
       os: st.os,
@@ -839,6 +852,7 @@ export class Builder {
 
 interface CacheRow {
   key: string;
+  created: number;
   layer: string | null;
   media_type: string | null;
   size: number | null;
@@ -846,7 +860,7 @@ interface CacheRow {
   uncompressed_size: number | null;
 }
 
-function insertCache(db: import("better-sqlite3").Database, key: string, parent: string, step: string, inputs: [string, string][], layer: NewLayer | undefined): void {
+function insertCache(db: import("better-sqlite3").Database, key: string, parent: string, step: string, inputs: [string, string][], layer: NewLayer | undefined, created: number): void {
   db.prepare("INSERT OR REPLACE INTO build_cache (key, parent, step, inputs, layer, media_type, size, diff_id, uncompressed_size, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").run(
     key,
     parent,
@@ -857,7 +871,7 @@ function insertCache(db: import("better-sqlite3").Database, key: string, parent:
     layer?.size ?? null,
     layer?.diffId ?? null,
     layer?.uncompressedSize ?? null,
-    Date.now(),
+    created,
   );
 }
 
