@@ -1,5 +1,5 @@
 // strata's benchmarks, each side by side with the peer tool that does the same job.
-//   node --import tsx bench/run.ts [images] [startup] [load] [unpack] [commit] [run] [detached] [registry]   (from the repo root, after a build)
+//   node --import tsx bench/run.ts [images] [startup] [load] [unpack] [commit] [run] [detached] [registry] [build]   (from the repo root, after a build)
 // Every store lives in a temp dir removed at the end; only the fixtures in bench/.cache/ are kept.
 import { spawn, spawnSync } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
@@ -802,9 +802,56 @@ async function benchRegistry(): Promise<void> {
   }
 }
 
+// ---- build: a realistic Dockerfile, cold and fully cached -------------------------
+
+async function benchBuild(): Promise<void> {
+  const archive = join(CACHE, "unpack-300.tar");
+  if (!existsSync(archive)) await buildUnpackArchive(archive);
+  const [baseTar] = unpackLayers(archive);
+  const work = tempDir("build");
+  // The context: a node_modules-like tree of 30,000 small files and a 64 MB binary.
+  const ctx = join(work, "ctx");
+  writeNodeModules(join(ctx, "node_modules"), 30_000);
+  writeRandom(join(ctx, "server"), 64 * MB, "bench/build server");
+  writeText(
+    join(ctx, "Dockerfile"),
+    "FROM bench/debian:minbase\nCOPY node_modules /app/node_modules\nCOPY server /usr/local/bin/server\nRUN rm -rf /usr/share/doc\nWORKDIR /app\nCMD [\"/usr/local/bin/server\"]\n",
+  );
+  const root = join(work, "strata");
+  const podDir = join(work, "podman");
+  const strata = [...STRATA, "--root", root];
+  const pod = podman(podDir, "overlay");
+  const seed = (cli: string[]) => (sh([...cli, "import", ...(cli === pod ? ["--quiet"] : []), baseTar, "bench/debian:minbase"]), settle());
+  // Cold: a store holding only the base image (build cache empty) before every run.
+  await compareApart({
+    name: "build: cold (Debian minbase + 30,000 files + 64 MB + RUN rm)",
+    ours: { label: "strata", cmd: [...strata, "build", "-q", "-t", "bench/built", ctx], before: () => (freshStrataRoot(root), seed(strata)) },
+    peer: { label: "podman", cmd: [...pod, "build", "--layers", "-q", "-t", "bench/built", ctx], before: () => (discard(podDir), seed(pod)) },
+    warmup: 0,
+    runs: 3,
+    target: 0.7,
+    rss: 150,
+  });
+  // Fully cached: the same build again on a store that already built it.
+  freshStrataRoot(root);
+  discard(podDir);
+  seed(strata);
+  seed(pod);
+  sh([...strata, "build", "-q", "-t", "bench/built", ctx]);
+  sh([...pod, "build", "--layers", "-q", "-t", "bench/built", ctx]);
+  await compareApart({
+    name: "build: fully cached rebuild",
+    ours: { label: "strata", cmd: [...strata, "build", "-q", "-t", "bench/built", ctx] },
+    peer: { label: "podman", cmd: [...pod, "build", "--layers", "-q", "-t", "bench/built", ctx] },
+    warmup: 1,
+    runs: 5,
+    target: 0.25,
+  });
+}
+
 // ---- main ------------------------------------------------------------------
 
-const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad, unpack: benchUnpack, commit: benchCommit, run: benchRun, detached: benchDetached, registry: benchRegistry };
+const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad, unpack: benchUnpack, commit: benchCommit, run: benchRun, detached: benchDetached, registry: benchRegistry, build: benchBuild };
 
 const wanted = process.argv.slice(2);
 for (const w of wanted) if (!BENCHES[w]) throw new Error(`unknown benchmark "${w}"; have: ${Object.keys(BENCHES).join(", ")}`);
