@@ -642,7 +642,7 @@ async function benchDetached(): Promise<void> {
     warmup: 0,
     runs: 3,
   });
-
+}
 
 // ---- registry: strata registry serve vs docker-registry, same image in both ----------
 

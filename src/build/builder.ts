@@ -17,9 +17,8 @@ import {
   unlinkSync,
   writeFileSync,
   createReadStream,
-  readdirSync,
 } from "node:fs";
-import { basename, dirname, join, posix } from "node:path";
+import { basename, join, posix } from "node:path";
 import { StrataError } from "../errors/index.js";
 import { chainIds, type Digest } from "../digest/index.js";
 import { RootScope } from "../archive/safejoin.js";
@@ -263,7 +262,7 @@ export class Builder {
     const stages = this.plan();
     const target = stages[stages.length - 1];
     try {
-      for (const s of stages) this.results.set(s.index, await this.buildStage(s, stages.length));
+      for (const s of stages) this.results.set(s.index, await this.buildStage(s));
     } finally {
       rmSync(this.tmp, { recursive: true, force: true });
     }
@@ -314,7 +313,7 @@ export class Builder {
     };
   }
 
-  private async buildStage(s: Stage, total: number): Promise<StageState> {
+  private async buildStage(s: Stage): Promise<StageState> {
     const label = (i: number, n: number) => `[${s.name ? `${s.name} ` : ""}${i}/${n}]`;
     const n = s.nodes.length + 1;
     const t0 = Date.now();
@@ -322,7 +321,6 @@ export class Builder {
     this.log(`#${id} ${label(1, n)} FROM ${this.expandGlobal(s.from.next[0], s.from)}`);
     const st = await this.baseState(s);
     this.log(`#${id} DONE ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-    void total;
     // ONBUILD triggers of the base image run first, as Docker does.
     const triggers = st.config.OnBuild ?? [];
     st.config.OnBuild = [];
@@ -628,22 +626,17 @@ export class Builder {
     const cwd = st.config.WorkingDir || "/";
     const user = st.config.User ?? "";
     const step = `RUN ${node.json ? JSON.stringify(argv) : argv.join(" ")}`;
-    await this.fsStep(st, node, step, { env, cwd, user, network }, [], async (rootfs, upper) => {
-      const stack = [upper, ...(await this.engine.snapshots.stack(this.topChain(st) ?? "")).slice(0)].filter(Boolean);
-      void stack;
-      await this.runInContainer(st, node, rootfs, argv, env, cwd, user, network === "host" ? "host" : "none");
-    }, done);
+    await this.fsStep(st, node, step, { env, cwd, user, network }, [], (rootfs) => this.runInContainer(node, rootfs, argv, env, cwd, user, network === "host" ? "host" : "none"), done);
   }
 
   /** Runs argv in a throwaway container over `rootfs` (already mounted); fails with the exit code and the line. */
-  private async runInContainer(st: StageState, node: Node, rootfs: string, argv: string[], env: string[], cwd: string, userSpec: string, network: "host" | "none"): Promise<void> {
+  private async runInContainer(node: Node, rootfs: string, argv: string[], env: string[], cwd: string, userSpec: string, network: "host" | "none"): Promise<void> {
     const rt = this.engine.runtime.runtime();
     const id = `strata-build-${randomBytes(8).toString("hex")}`;
     const bundle = join(this.tmp, id);
     mkdirSync(bundle, { recursive: true });
-    // Mount points the image lacks, made in the writable layer and removed afterwards (when still empty).
-    const upperGuess = rootfs;
-    const made = makeMountPoints([upperGuess]);
+    // Mount points the image lacks, made through the mounted root and removed afterwards (when still empty).
+    const made = makeMountPoints([rootfs]);
     let user;
     try {
       user = resolveUser(userSpec, readRootFile(rootfs, "/etc/passwd"), readRootFile(rootfs, "/etc/group"));
@@ -691,7 +684,7 @@ export class Builder {
     if (existsSync(join(rt.stateDir, id))) rt.delete(id, true);
     // Our mount points go again if nothing was put in them.
     for (const rel of made.reverse()) {
-      const p = join(upperGuess, rel);
+      const p = join(rootfs, rel);
       try {
         const s = lstatSync(p);
         if (s.isDirectory()) rmdirSync(p);
@@ -705,7 +698,6 @@ export class Builder {
       const shown = node.json ? JSON.stringify(argv) : JSON.stringify(argv.join(" ")).slice(1, -1);
       throw new BuildError(node, msg ? `${msg}` : `process "${shown}" did not complete successfully: exit code: ${code}`, code);
     }
-    void st;
   }
 
   private async copyStep(st: StageState, node: Node, stage: Stage, done: (cached?: boolean) => void): Promise<void> {
@@ -814,14 +806,12 @@ export class Builder {
     };
   }
 
+  /** --chown=user[:group], names resolved in the stage's own /etc/passwd and /etc/group; a bare uid is also the gid (Docker's rule). */
   private resolveChown(spec: string, rootfs: string, node: Node): { uid: number; gid: number } {
     const [u, g] = spec.split(":");
-    const passwd = readRootFile(rootfs, "/etc/passwd");
-    const group = readRootFile(rootfs, "/etc/group");
     try {
-      const user = resolveUser(u, passwd, group);
-      if (g === undefined) return { uid: user.uid, gid: /^\d+$/.test(u) ? user.uid === Number(u) && !passwdHas(passwd, Number(u)) ? Number(u) : user.gid : user.gid };
-      return { uid: user.uid, gid: resolveUser(`${u}:${g}`, passwd, group).gid };
+      const user = resolveUser(g === undefined ? u : `${u}:${g}`, readRootFile(rootfs, "/etc/passwd"), readRootFile(rootfs, "/etc/group"));
+      return { uid: user.uid, gid: g === undefined && /^\d+$/.test(u) ? user.uid : user.gid };
     } catch (e) {
       throw new BuildError(node, `unable to convert uid/gid chown string to host mapping: ${(e as Error).message}`);
     }
@@ -888,10 +878,6 @@ function predefinedArg(k: string): string | undefined {
     BUILDVARIANT: "",
   };
   return values[k];
-}
-
-function passwdHas(passwd: string | undefined, uid: number): boolean {
-  return !!passwd?.split("\n").some((l) => l.split(":")[2] === String(uid));
 }
 
 function isDirIn(scope: RootScope, path: string): boolean {
@@ -1049,5 +1035,3 @@ interface DockerIgnore {
   ignores(p: string): boolean;
 }
 
-void readdirSync;
-void dirname;
