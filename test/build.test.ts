@@ -181,6 +181,10 @@ test("the cache keys on content: an unchanged rebuild reuses every step, a chang
   assert.notEqual(layers("cache:3")[3], layers("cache:1")[3]);
   // --no-cache builds everything again.
   assert.equal(ok(strata(f.root, ["build", "--no-cache", ctx])).stderr.match(/CACHED/g), null);
+  // builder prune empties the cache: the next build makes every layer again.
+  assert.match(ok(strata(f.root, ["builder", "prune"])).stdout, /Deleted build cache entries: \d+/);
+  assert.equal(ok(strata(f.root, ["build", ctx])).stderr.match(/CACHED/g), null);
+  ok(strata(f.root, ["check"]));
 });
 
 test("SOURCE_DATE_EPOCH: the same Dockerfile and context on two data roots give the same image digest", (t) => {
