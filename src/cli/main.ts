@@ -41,6 +41,11 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   cp: { summary: "Copy files/folders between a container and the local filesystem", load: () => import("./commands/cp.js") },
   info: { summary: "Display system-wide information (root, storage driver and why)", load: () => import("./commands/info.js") },
   layers: { summary: "Show an image's layers and the local images that share them", load: () => import("./commands/layers.js") },
+  pull: { summary: "Download an image from a registry", load: () => import("./commands/pull.js") },
+  push: { summary: "Upload an image to a registry", load: () => import("./commands/push.js") },
+  login: { summary: "Log in to a registry (credentials kept in Docker's config.json)", load: () => import("./commands/login.js") },
+  logout: { summary: "Log out from a registry", load: () => import("./commands/logout.js") },
+  copy: { summary: "Copy an image between registries, archives, OCI layouts and the store", load: () => import("./commands/copy.js") },
 };
 
 const ALIASES: Record<string, string> = {
@@ -51,6 +56,8 @@ const ALIASES: Record<string, string> = {
   "image rm": "rmi",
   "image inspect": "inspect",
   "image history": "history",
+  "image pull": "pull",
+  "image push": "push",
   "image save": "save",
   "image load": "load",
   "image prune": "gc",

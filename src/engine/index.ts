@@ -450,7 +450,7 @@ export class Engine {
    * ingest/ into blobs/, then insert every image, layer and tag in one
    * transaction (so no image is ever half-visible) and rewrite index.json.
    */
-  private async commitImages(images: PreparedImage[], blobs: Map<Digest, PendingBlob | Buffer>): Promise<void> {
+  async commitImages(images: PreparedImage[], blobs: Map<Digest, PendingBlob | Buffer>): Promise<void> {
     const meta = this.meta;
     const owner = ownerToken();
     const all = new Set<Digest>(blobs.keys());
@@ -507,6 +507,16 @@ export class Engine {
     }
     if (opts.unpack !== false) for (const img of prepared.images) await this.unpack(img.manifest.digest);
     return prepared.images;
+  }
+
+  /** `strata pull`: an image from a registry (see pull.ts). */
+  async pull(ref: string, opts: import("./pull.js").PullOptions = {}): Promise<import("./pull.js").PullResult> {
+    return (await import("./pull.js")).pull(this, ref, opts);
+  }
+
+  /** `strata push`: an image from the store to a registry (see push.ts). */
+  async push(ref: string, dest?: string, opts: import("./push.js").PushOptions = {}): Promise<import("./push.js").PushResult> {
+    return (await import("./push.js")).push(this, ref, dest, opts);
   }
 
   /** `strata save`: images (by reference) into one archive. */
