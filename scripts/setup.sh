@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(busybox-static zstd)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(runc podman skopeo umoci buildah docker-registry uidmap debootstrap attr)
+  pkgs+=(runc podman skopeo umoci buildah docker-registry uidmap debootstrap attr openssl)
 fi
 
 missing=()

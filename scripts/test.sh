@@ -15,4 +15,5 @@ exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/containers.test.ts \
   test/cp.test.ts \
   test/interop.test.ts \
+  test/registry.test.ts \
   test/crash.test.ts

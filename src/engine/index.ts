@@ -519,6 +519,11 @@ export class Engine {
     return (await import("./push.js")).push(this, ref, dest, opts);
   }
 
+  /** `strata copy`: an image between registries, archives, OCI layouts and the store, without unpacking (see copy.ts). */
+  async copy(from: string, to: string, opts: import("./copy.js").CopyOptions = {}): Promise<import("./copy.js").CopyResult> {
+    return (await import("./copy.js")).copy(this, from, to, opts);
+  }
+
   /** `strata save`: images (by reference) into one archive. */
   async save(refs: string[], out: Writable, format: ArchiveFormat = "docker-archive"): Promise<void> {
     const items = refs.map((ref) => {

@@ -203,7 +203,8 @@ export class RegistryClient {
       const auth = url.host === base.host ? await this.authorization(scope, authTries > 0) : undefined;
       const headers = { ...req.headers, ...(auth ? { authorization: auth } : {}) };
       const res = await this.withRetries(what, () => this.transport({ method: req.method, url, headers, body: req.body }));
-      if (res.status === 401 && authTries === 0 && url.host === base.host) {
+      // A first 401 teaches the challenge; a second one, to a bearer token we sent, renews the token once.
+      if (res.status === 401 && url.host === base.host && (authTries === 0 || (authTries === 1 && auth?.startsWith("Bearer ")))) {
         const ch = parseChallenge(res.headers["www-authenticate"] as string | undefined);
         discard(res);
         if (ch) {
@@ -243,14 +244,13 @@ export class RegistryClient {
   async ping(): Promise<void> {
     // A scope-less token is what `docker login` asks for.
     const res = await this.request("", { method: "GET", path: "" }, `log in to ${this.host}`);
-    if (res.status === 200) return discard(res);
-    if (res.status === 401 && this.challenge?.scheme === "bearer" && (await this.credentials())) {
-      await this.token("", true);
-      return discard(res);
-    }
-    if (res.status === 401 && !(await this.credentials())) throw new StrataError("UNAUTHORIZED", `${this.host}: authentication required`);
-    if (res.status === 401) throw new StrataError("UNAUTHORIZED", `${this.host}: login refused (wrong user name or password)`);
-    return this.fail(res, `log in to ${this.host}`);
+    if (res.status !== 401) return res.status === 200 ? discard(res) : this.fail(res, `log in to ${this.host}`);
+    discard(res);
+    const creds = await this.credentials();
+    if (!creds) throw new StrataError("UNAUTHORIZED", `${this.host}: authentication required`);
+    // A token registry answers /v2/ with 401 whatever the login: the token service is the judge.
+    if (this.challenge?.scheme === "bearer") await this.token("", true);
+    else throw new StrataError("UNAUTHORIZED", `${this.host}: login refused (wrong user name or password)`);
   }
 }
 
