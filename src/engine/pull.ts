@@ -66,7 +66,7 @@ class BlobTap extends Transform {
     private readonly onBytes: (n: number) => void,
     private side?: PassThrough,
   ) {
-    super({ highWaterMark: 1 << 20 });
+    super({ highWaterMark: 256 << 10 });
     side?.on("error", () => {});
     side?.on("close", () => (this.side = undefined));
   }
@@ -349,7 +349,7 @@ async function startUnpack(engine: Engine, chain: Digest, what: string): Promise
   const key = `extract-${randomBytes(6).toString("hex")}-${chain}`;
   await sn.prepare(key);
   const target = await sn.applyTarget(key);
-  const side = new PassThrough({ highWaterMark: 1 << 20 });
+  const side = new PassThrough({ highWaterMark: 256 << 10 });
   const done = (async () => {
     const [{ decompress }, { applyLayer }] = await Promise.all([import("../archive/compression.js"), import("../archive/extract.js")]);
     const plain = await decompress(side);

@@ -152,7 +152,7 @@ export async function pushImage(source: SourceImage, target: Reference, opts: Pu
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 3) }, worker));
+  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
   if (failure !== undefined) throw failure;
   const reference = target.tag ?? target.digest!;
   if (target.digest && target.digest !== source.digest)

@@ -391,7 +391,7 @@ export class Repository {
       if (res.status !== 201) return this.client.fail(res, what);
       return;
     }
-    const chunk = opts.chunkSize ?? 64 << 20;
+    const chunk = opts.chunkSize ?? 128 << 20;
     const cursor = new ByteCursor(open);
     try {
       let offset = 0;
