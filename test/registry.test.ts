@@ -62,6 +62,45 @@ async function storeIsSound(root: string, n: number): Promise<void> {
   }
 }
 
+test("unit: WWW-Authenticate challenges, copy locations, Docker config.json logins", async (t) => {
+  const { parseChallenge } = await import("../src/registry/client/registry.ts");
+  assert.deepEqual(parseChallenge('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull"'), {
+    scheme: "bearer",
+    params: { realm: "https://auth.docker.io/token", service: "registry.docker.io", scope: "repository:library/busybox:pull" },
+  });
+  assert.deepEqual(parseChallenge('Basic realm="a \\"quoted\\" realm"'), { scheme: "basic", params: { realm: 'a "quoted" realm' } });
+  assert.equal(parseChallenge("Negotiate abc"), undefined);
+  assert.equal(parseChallenge(undefined), undefined);
+
+  const { parseLocation } = await import("../src/engine/copy.ts");
+  assert.deepEqual(parseLocation("busybox"), { kind: "registry", ref: { domain: "docker.io", path: "library/busybox", tag: "latest", digest: undefined } });
+  assert.equal((parseLocation("docker://localhost:5000/a/b:1") as { ref: { domain: string } }).ref.domain, "localhost:5000");
+  assert.deepEqual(parseLocation("oci:/tmp/x:v1"), { kind: "oci", dir: "/tmp/x", tag: "v1" });
+  assert.deepEqual(parseLocation("oci:/tmp/x"), { kind: "oci", dir: "/tmp/x", tag: undefined });
+  assert.deepEqual(parseLocation("docker-archive:/tmp/a.tar:app/x:2"), { kind: "docker-archive", file: "/tmp/a.tar", tag: "app/x:2" });
+  assert.deepEqual(parseLocation("strata:app:1"), { kind: "store", ref: "app:1" });
+  assert.throws(() => parseLocation("docker:busybox"), /docker:\/\/NAME/);
+
+  const { lookupCredentials, credentialKey } = await import("../src/registry/client/credentials.ts");
+  const dir = tempDir(t);
+  const cfg = join(dir, "config.json");
+  writeFileSync(cfg, JSON.stringify({
+    auths: {
+      "https://index.docker.io/v1/": { auth: Buffer.from("hubuser:hubpass").toString("base64") },
+      "registry.example:5000": { auth: Buffer.from("u:p:with:colons").toString("base64") },
+      "https://other.example/v2/": { username: "o", password: "q" },
+    },
+  }));
+  assert.equal(credentialKey("docker.io"), "https://index.docker.io/v1/");
+  assert.deepEqual(await lookupCredentials("docker.io", cfg), { username: "hubuser", password: "hubpass" });
+  assert.deepEqual(await lookupCredentials("registry.example:5000", cfg), { username: "u", password: "p:with:colons" });
+  assert.deepEqual(await lookupCredentials("other.example", cfg), { username: "o", password: "q" });
+  assert.equal(await lookupCredentials("nowhere.example", cfg), undefined);
+  assert.equal(await lookupCredentials("x", join(dir, "missing.json")), undefined);
+  writeFileSync(cfg, "{not json");
+  await rejectsCode(lookupCredentials("x", cfg), "INVALID_ARGUMENT");
+});
+
 test("anonymous: skopeo push → strata pull unpacks the same tree and keeps the digest; strata push → skopeo and podman agree", async (t) => {
   const dir = tempDir(t);
   const reg = await startRegistry(t, join(dir, "reg"));
@@ -402,4 +441,46 @@ test("strata copy between a registry, an OCI layout, archives and the store keep
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /^Error: oci:.*nope: no such image in the layout/);
   await storeIsSound(root, 1);
+});
+
+test("--platform picks an image from a multi-platform index (default: the host's)", async (t) => {
+  const dir = tempDir(t);
+  const reg = await startRegistry(t, join(dir, "reg"));
+  const { gzipSync } = await import("node:zlib");
+  const layout = join(dir, "multi");
+  mkdirSync(join(layout, "blobs", "sha256"), { recursive: true });
+  const blob = (b: Buffer) => {
+    const d = sha256(b);
+    writeFileSync(join(layout, "blobs", "sha256", d.slice(7)), b);
+    return { digest: d, size: b.length };
+  };
+  const manifests = [];
+  for (const arch of ["amd64", "arm64"]) {
+    const tar = await makeTar([{ name: "arch", content: `${arch}\n` }]);
+    const layer = blob(gzipSync(tar));
+    const config = blob(Buffer.from(JSON.stringify({ architecture: arch, os: "linux", rootfs: { type: "layers", diff_ids: [sha256(tar)] } })));
+    const manifest = blob(Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer }],
+    })));
+    manifests.push({ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest, platform: { architecture: arch, os: "linux" } });
+  }
+  const index = blob(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests })));
+  writeFileSync(join(layout, "oci-layout"), '{"imageLayoutVersion":"1.0.0"}');
+  writeFileSync(join(layout, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.index.v1+json", ...index, annotations: { "org.opencontainers.image.ref.name": "multi" } }] }));
+  await tool("skopeo", ["copy", "-q", "--all", "--dest-tls-verify=false", `oci:${layout}:multi`, `docker://${reg.host}/m/multi:1`]);
+
+  const root = join(dir, "root");
+  const arm = ok(await strataRun(root, ["pull", "--platform", "linux/arm64", `${reg.host}/m/multi:1`]), "pull arm64");
+  assert.match(arm.stdout, new RegExp(`Digest: ${index.digest}`), "the digest shown is the index's, as Docker shows it");
+  assert.equal(JSON.parse(ok(await strataRun(root, ["inspect", `${reg.host}/m/multi:1`]), "inspect").stdout)[0].Architecture, "arm64");
+  assert.equal(ok(await strataRun(root, ["fs", "cat", `${reg.host}/m/multi:1`, "/arch"]), "fs cat").stdout, "arm64\n");
+  ok(await strataRun(root, ["pull", `${reg.host}/m/multi:1`]), "pull for the host");
+  const { hostPlatform } = await import("../src/oci/index.ts");
+  assert.equal(JSON.parse(ok(await strataRun(root, ["inspect", `${reg.host}/m/multi:1`]), "inspect").stdout)[0].Architecture, hostPlatform().architecture);
+  const none = await strataRun(root, ["pull", "--platform", "linux/s390x", `${reg.host}/m/multi:1`]);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /no image for platform linux\/s390x \(the index has linux\/amd64, linux\/arm64\)/);
+  await storeIsSound(root, 2);
 });
