@@ -72,6 +72,13 @@ test("unit: WWW-Authenticate challenges, copy locations, Docker config.json logi
   assert.equal(parseChallenge("Negotiate abc"), undefined);
   assert.equal(parseChallenge(undefined), undefined);
 
+  // Plain HTTP: loopback always, other hosts only when named insecure.
+  const { RegistryClient } = await import("../src/registry/client/registry.ts");
+  for (const h of ["localhost:5000", "127.0.0.1:5000", "127.8.9.10", "[::1]:5000"]) assert.equal(new RegistryClient(h).insecureAllowed, true, h);
+  assert.equal(new RegistryClient("registry.example:5000").insecureAllowed, false);
+  assert.equal(new RegistryClient("registry.example:5000", { insecure: ["registry.example:5000"] }).insecureAllowed, true);
+  assert.equal(new RegistryClient("docker.io").host, "registry-1.docker.io");
+
   const { parseLocation } = await import("../src/engine/copy.ts");
   assert.deepEqual(parseLocation("busybox"), { kind: "registry", ref: { domain: "docker.io", path: "library/busybox", tag: "latest", digest: undefined } });
   assert.equal((parseLocation("docker://localhost:5000/a/b:1") as { ref: { domain: string } }).ref.domain, "localhost:5000");
@@ -138,6 +145,8 @@ test("anonymous: skopeo push → strata pull unpacks the same tree and keeps the
   assert.match(push.stdout, /Mounted from demo\/app/);
   assert.match(push.stdout, new RegExp(`2: digest: ${expected} size: \\d+`));
   assert.equal(await skopeoDigest(`${reg.host}/other/app:2`), expected);
+  const twice = ok(await strataRun(root, ["push", `${reg.host}/demo/app:1`, `${reg.host}/other/app:2`]), "push again");
+  assert.equal(twice.stdout.match(/Layer already exists/g)?.length, 2);
 
   const pod = join(dir, "podman");
   const podman = ["--root", join(pod, "root"), "--runroot", join(pod, "run"), "--storage-driver", "vfs"];

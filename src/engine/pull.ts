@@ -6,17 +6,15 @@ import { DigestStream } from "../digest/stream.js";
 import { ownerToken } from "../content/proc.js";
 import {
   MAX_MANIFEST_BYTES, hostPlatform, isIndexMediaType, parseConfig, parseIndex, parseManifest, platformMatches, platformString,
-  type Descriptor, type ImageConfig, type Manifest, type Platform,
+  type Descriptor, type Manifest, type Platform,
 } from "../oci/index.js";
-import { formatReference, parseReference, type Reference } from "../reference/index.js";
+import { formatReference, parseReference } from "../reference/index.js";
 import type { PreparedImage, PreparedLayer } from "../layout/load.js";
 import { RegistryClient, Repository, type RegistryOptions } from "../registry/client/registry.js";
 import { isNetworkError } from "../registry/client/http.js";
 import type { Engine } from "./index.js";
 
-/** What `docker pull` shows per layer. */
-export type PullStatus = "Waiting" | "Downloading" | "Verifying Checksum" | "Download complete" | "Extracting" | "Pull complete" | "Already exists" | "Retrying";
-
+/** One line of `docker pull`/`push`-style progress: a layer's status ("Downloading", "Pull complete", …) and byte counts. */
 export interface ProgressEvent {
   /** the layer's short id (12 hex digits), or "" for the image as a whole */
   id: string;
@@ -213,7 +211,10 @@ async function fetchSmall(repo: Repository, d: Descriptor, what: string): Promis
       if (sha256(raw) !== d.digest) throw new StrataError("DIGEST_MISMATCH", `${what}: digest mismatch: expected ${d.digest}, got ${sha256(raw)}`);
       return raw;
     } catch (e) {
-      if (!isNetworkError(e) || isStrataError(e, "NETWORK") || n >= repo.client.retries) throw isNetworkError(e) && !isStrataError(e) ? new StrataError("NETWORK", `${what} ${d.digest}: ${(e as Error).message}`, { cause: e }) : e;
+      // The request was already retried; a body cut short is worth another go.
+      const midBody = isNetworkError(e) && !isStrataError(e);
+      if (!midBody) throw e;
+      if (n >= repo.client.retries) throw new StrataError("NETWORK", `${what} ${d.digest}: ${(e as Error).message}`, { cause: e });
     }
   }
 }
@@ -249,7 +250,7 @@ async function fetchLayers(
   const out: FetchedLayer[] = new Array(manifest.layers.length);
   const firstOf = new Map<Digest, number>();
   manifest.layers.forEach((l, i) => firstOf.has(l.digest) || firstOf.set(l.digest, i));
-  for (const l of manifest.layers) progress({ id: short(l.digest), status: "Waiting" });
+  for (const l of manifest.layers) progress({ id: short(l.digest), status: "Pulling fs layer" });
   const retryDelay = opts.retryDelayMs ?? 250;
 
   const one = async (i: number): Promise<void> => {
@@ -269,9 +270,11 @@ async function fetchLayers(
     // Unpack while downloading: only a layer's first occurrence, only when nothing has it yet.
     const streaming = !present && streamUnpack && firstOf.get(d.digest) === i && !sn!.has(chains[i]) ? await startUnpack(engine, chains[i], what) : undefined;
     let got = 0;
+    let received = 0; // over every attempt: did the last one move at all?
     let lastShown = 0;
     const onBytes = (n: number) => {
       got += n;
+      received += n;
       if (got - lastShown >= 512 * 1024 || got === d.size) {
         lastShown = got;
         progress({ id, status: "Downloading", current: got, total: d.size });
@@ -288,11 +291,13 @@ async function fetchLayers(
     try {
       if (!present) {
         for (let n = 0; ; n++) {
+          const before = received;
           try {
             await content.ingest({ digest: d.digest, size: d.size }, open);
             break;
           } catch (e) {
-            if (!isStrataError(e, "NETWORK") || n >= retries) throw e;
+            // Resume only a transfer that was moving: a request that failed outright was already retried.
+            if (!isStrataError(e, "NETWORK") || received === before || n >= retries) throw e;
             const delay = retryDelay * 2 ** n;
             progress({ id, status: `Retrying in ${(delay / 1000).toFixed(1)} s (${e.message})` });
             await sleep(delay);
@@ -413,4 +418,3 @@ async function stackSnapshots(engine: Engine, image: PreparedImage, keys: (strin
   }
 }
 
-export type { Reference, ImageConfig };
