@@ -4,17 +4,18 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Engine } from "../src/engine/index.ts";
 import { busyboxRootfs, listTree, makeDockerArchive, makeTar, rejectsCode, sha256, tempDir, type TarFile } from "./helpers.ts";
 import { faultyProxy, startRegistry, startTokenService, strataRun, tool, type Fault } from "./registry-helpers.ts";
 
 // Logins live in a config.json of the tests' own, never the host's.
-const configHome = tempDir({ after: () => {} }, "strata-dockercfg-");
+const configHome = mkdtempSync(join(tmpdir(), "strata-dockercfg-"));
+process.on("exit", () => rmSync(configHome, { recursive: true, force: true }));
 process.env.DOCKER_CONFIG = configHome;
 writeFileSync(join(configHome, "config.json"), "{}\n"); // podman, as a peer, wants the file to exist
-process.on("exit", () => tool("rm", ["-rf", configHome]).catch(() => {}));
 const ENV = { DOCKER_CONFIG: configHome };
 
 /** Files of a small image: busybox, a few text files, and a 3 MB random file in a second layer. */

@@ -50,6 +50,7 @@ export function progressPrinter(out: NodeJS.WritableStream, err: NodeJS.Writable
   const lines: string[] = [];
   const index = new Map<string, number>();
   const last = new Map<string, string>();
+  const drawn = new Map<string, number>();
   return (e) => {
     if (!e.id) {
       err.write(`${e.status}\n`);
@@ -61,6 +62,10 @@ export function progressPrinter(out: NodeJS.WritableStream, err: NodeJS.Writable
       out.write(`${e.id}: ${e.status}\n`);
       return;
     }
+    // Byte counts redraw at most ten times a second per layer.
+    const now = Date.now();
+    if (e.total && e.current !== undefined && e.current < e.total && now - (drawn.get(e.id) ?? 0) < 100) return;
+    drawn.set(e.id, now);
     let text = `${e.id}: ${e.status}`;
     if (e.total && e.current !== undefined) {
       const width = 50;
