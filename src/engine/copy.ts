@@ -13,7 +13,7 @@ import { formatReference, parseReference, repositoryName, type Reference } from 
 import { RegistryClient, Repository, type RegistryOptions } from "../registry/client/registry.js";
 import type { PreparedImage } from "../layout/load.js";
 import { OCI_LAYOUT } from "../layout/view.js";
-import { parsePlatform, type ProgressEvent } from "./pull.js";
+import { isIndexDoc, parsePlatform, type ProgressEvent } from "./pull.js";
 import { pushImage, storeSource, type SourceImage } from "./push.js";
 import type { Engine } from "./index.js";
 
@@ -146,14 +146,14 @@ function verified(src: Readable, d: Descriptor, offset: number): Readable {
 export async function registrySource(ref: Reference, want: Platform, opts: RegistryOptions): Promise<SourceImage> {
   const repo = new Repository(new RegistryClient(ref.domain, opts), ref.path);
   let doc = await repo.manifest(ref.digest ?? ref.tag!);
-  if (isIndexMediaType(doc.mediaType)) {
+  if (isIndexDoc(doc)) {
     const pick = pickPlatform(parseIndex(doc.raw, `index ${doc.digest}`), want, formatReference(ref));
     doc = await repo.manifest(pick.digest);
   }
   const manifest = parseManifest(doc.raw, `manifest ${doc.digest}`);
   return {
     digest: doc.digest,
-    mediaType: manifest.mediaType ?? doc.mediaType,
+    mediaType: manifest.mediaType ?? (doc.mediaType || MediaType.OciManifest),
     rawManifest: doc.raw,
     manifest,
     open: async (d, offset) => verified(await repo.blob(d.digest, offset), d, offset),

@@ -5,7 +5,7 @@ import { chainIds, sha256, type Digest } from "../digest/index.js";
 import { DigestStream } from "../digest/stream.js";
 import { ownerToken } from "../content/proc.js";
 import {
-  MAX_MANIFEST_BYTES, hostPlatform, isIndexMediaType, parseConfig, parseIndex, parseManifest, platformMatches, platformString,
+  MAX_MANIFEST_BYTES, MediaType, hostPlatform, isIndexMediaType, parseConfig, parseIndex, parseManifest, platformMatches, platformString,
   type Descriptor, type Manifest, type Platform,
 } from "../oci/index.js";
 import { formatReference, parseReference } from "../reference/index.js";
@@ -131,7 +131,7 @@ export async function pull(engine: Engine, refString: string, opts: PullOptions 
   const meta = engine.meta;
   const top = await repo.manifest(ref.digest ?? ref.tag!);
   let manifestDoc = top;
-  if (isIndexMediaType(top.mediaType) || (!top.mediaType && isIndexDocument(top.raw))) {
+  if (isIndexDoc(top)) {
     const index = parseIndex(top.raw, `index ${top.digest}`);
     const pick = index.manifests.find((m) => !isIndexMediaType(m.mediaType) && platformMatches(want, m.platform));
     if (!pick) {
@@ -142,7 +142,7 @@ export async function pull(engine: Engine, refString: string, opts: PullOptions 
     if (manifestDoc.raw.length !== pick.size) throw new StrataError("SIZE_MISMATCH", `manifest ${pick.digest}: ${manifestDoc.raw.length} bytes, the index says ${pick.size}`);
   }
   const manifest = parseManifest(manifestDoc.raw, `manifest ${manifestDoc.digest}`);
-  const mediaType = manifest.mediaType ?? manifestDoc.mediaType;
+  const mediaType = manifest.mediaType ?? (manifestDoc.mediaType || MediaType.OciManifest);
   const tags = ref.tag ? [formatReference({ ...ref, digest: undefined })] : [];
 
   // Leases first: gc must not take a blob between its download and the commit.
@@ -186,9 +186,11 @@ export async function pull(engine: Engine, refString: string, opts: PullOptions 
   }
 }
 
-function isIndexDocument(raw: Buffer): boolean {
+/** An index by its media type, or, when the registry gave none, by its shape. */
+export function isIndexDoc(doc: { raw: Buffer; mediaType: string }): boolean {
+  if (doc.mediaType) return isIndexMediaType(doc.mediaType);
   try {
-    const v = JSON.parse(raw.toString("utf8")) as { manifests?: unknown; layers?: unknown };
+    const v = JSON.parse(doc.raw.toString("utf8")) as { manifests?: unknown; layers?: unknown };
     return Array.isArray(v.manifests) && v.layers === undefined;
   } catch {
     return false;
