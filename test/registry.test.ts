@@ -177,6 +177,20 @@ test("pull by digest, errors for a missing tag and an unknown repository, strata
   assert.notEqual(badRef.code, 0);
   assert.match(badRef.stderr, /invalid reference format/);
   await storeIsSound(root, 1);
+
+  // The vfs driver unpacks after the download (it copies parents), from the blobs just stored.
+  const vfs = join(dir, "vfs");
+  ok(await strataRun(vfs, ["--storage-driver", "vfs", "pull", "-q", `${reg.host}/a/b:1`]), "pull on vfs");
+  ok(await strataRun(vfs, ["create", "--name", "v1", `${reg.host}/a/b:1`]), "create on vfs");
+  const mnt = ok(await strataRun(vfs, ["mount", "v1"]), "mount on vfs").stdout.trim();
+  try {
+    assert.equal(readFileSync(join(mnt, "etc/hello"), "utf8"), "hello from the first layer\n");
+    assert.equal(readFileSync(join(mnt, "data/random.bin")).length, 3 << 20);
+  } finally {
+    ok(await strataRun(vfs, ["umount", "v1"]), "umount on vfs");
+  }
+  ok(await strataRun(vfs, ["rm", "v1"]), "rm on vfs");
+  await storeIsSound(vfs, 1);
 });
 
 test("htpasswd basic auth: refused without a login, login stores base64 auth in DOCKER_CONFIG, push/pull work, logout removes it", async (t) => {

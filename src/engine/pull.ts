@@ -100,10 +100,10 @@ function tapped(src: Readable, tap: BlobTap, what: string): Readable {
   return src.pipe(tap);
 }
 
-/** A layer being unpacked while it downloads: the result, or undefined if it must be redone from the store. */
+/** A layer consumed while it downloads (unpacked into snapshot `key`, or only hashed): its diffID, or undefined if that must be redone from the store. */
 interface StreamingUnpack {
   side: PassThrough;
-  key: string;
+  key?: string;
   done: Promise<{ diffId: Digest; size: number } | undefined>;
 }
 
@@ -270,7 +270,9 @@ async function fetchLayers(
       return;
     }
     // Unpack while downloading: only a layer's first occurrence, only when nothing has it yet.
-    const streaming = !present && streamUnpack && firstOf.get(d.digest) === i && !sn!.has(chains[i]) ? await startUnpack(engine, chains[i], what) : undefined;
+    // Unpacked (overlay) or at least hashed for its diffID while it downloads: the blob is read once.
+    const first = !present && firstOf.get(d.digest) === i;
+    const streaming = !first ? undefined : streamUnpack && !sn!.has(chains[i]) ? await startUnpack(engine, chains[i], what) : startDiffId();
     let got = 0;
     let received = 0; // over every attempt: did the last one move at all?
     let lastShown = 0;
@@ -309,14 +311,14 @@ async function fetchLayers(
       }
       // Another writer may have ingested it, so our tap never ran: then the side stream is not coming.
       if (streaming && !tapUsed) streaming.side.destroy(new StrataError("NETWORK", "not downloaded here"));
-      if (streaming) progress({ id, status: "Extracting" });
+      if (streaming?.key) progress({ id, status: "Extracting" });
       const result = streaming ? await streaming.done : undefined;
       if (result) {
         if (result.diffId !== diffIds[i]) throw new StrataError("DIGEST_MISMATCH", `${what}: content has diffID ${result.diffId}, the config says ${diffIds[i]}`);
-        out[i] = { layer: { ...base, diffId: result.diffId, uncompressedSize: result.size }, existed: false, unpacked: streaming!.key };
+        out[i] = { layer: { ...base, diffId: result.diffId, uncompressedSize: result.size }, existed: false, unpacked: streaming?.key };
         return;
       }
-      if (streaming) await sn!.remove(streaming.key).catch(() => {});
+      if (streaming?.key) await sn!.remove(streaming.key).catch(() => {});
       const plain = await diffIdOf(engine, d);
       if (plain.diffId !== diffIds[i]) throw new StrataError("DIGEST_MISMATCH", `${what}: content has diffID ${plain.diffId}, the config says ${diffIds[i]}`);
       out[i] = { layer: { ...base, diffId: plain.diffId, uncompressedSize: plain.size }, existed: !!present };
@@ -324,7 +326,7 @@ async function fetchLayers(
       if (streaming) {
         streaming.side.destroy();
         await streaming.done.catch(() => {});
-        await sn!.remove(streaming.key).catch(() => {});
+        if (streaming.key) await sn!.remove(streaming.key).catch(() => {});
       }
       throw e;
     }
@@ -372,6 +374,25 @@ async function startUnpack(engine: Engine, chain: Digest, what: string): Promise
   });
   done.catch(() => {});
   return { side, key, done };
+}
+
+/** Hashes the uncompressed bytes of whatever the side stream brings: the diffID without reading the blob back. */
+function startDiffId(): StreamingUnpack {
+  const side = new PassThrough({ highWaterMark: 256 << 10 });
+  const done = (async () => {
+    const { decompress } = await import("../archive/compression.js");
+    const hash = new DigestStream();
+    const plain = await decompress(side);
+    plain.on("error", (e) => hash.destroy(e));
+    for await (const _ of plain.pipe(hash)) void _;
+    return { diffId: hash.digest(), size: hash.bytes };
+  })().catch((e) => {
+    side.destroy();
+    if (isStrataError(e, "NETWORK")) return undefined;
+    throw new StrataError("CORRUPT", `layer: cannot decompress (${(e as Error).message})`, { cause: e });
+  });
+  done.catch(() => {});
+  return { side, done };
 }
 
 /** The diffID and size of a stored layer (decompressed once from the store). */
