@@ -180,8 +180,9 @@ export class RegistryClient {
         discard(res);
       } catch (e) {
         if (!isNetworkError(e) || n >= this.retries) {
-          if (isNetworkError(e)) throw new StrataError("NETWORK", `${what}: ${(e as Error).message}${n ? ` (after ${n + 1} attempts)` : ""}`, { cause: e });
-          throw e;
+          if (e instanceof StrataError) throw e;
+          // Name resolution, TLS (an unknown certificate) and the like: not retried, said with what we were doing.
+          throw new StrataError("NETWORK", `${what}: ${(e as Error).message}${n ? ` (after ${n + 1} attempts)` : ""}`, { cause: e });
         }
         why = (e as Error).message;
       }
