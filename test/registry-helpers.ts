@@ -27,6 +27,8 @@ export interface Registry {
 }
 
 export interface RegistryAuth {
+  /** the address to listen on (default 127.0.0.1) */
+  listen?: string;
   htpasswd?: Record<string, string>;
   token?: { realm: string; service: string; issuer: string; certFile: string };
 }
@@ -45,7 +47,8 @@ export async function startRegistry(t: { after: (fn: () => void | Promise<void>)
       const a = auth.token;
       authYaml = `auth:\n  token:\n    realm: ${a.realm}\n    service: ${a.service}\n    issuer: ${a.issuer}\n    rootcertbundle: ${a.certFile}\n`;
     }
-    const config = `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, "storage")}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${authYaml}`;
+    const addr = auth.listen ?? "127.0.0.1";
+    const config = `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, "storage")}\n  delete:\n    enabled: true\nhttp:\n  addr: ${addr}:${port}\n${authYaml}`;
     writeFileSync(join(dir, "config.yml"), config);
     const child = spawn("docker-registry", ["serve", join(dir, "config.yml")], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
@@ -58,8 +61,8 @@ export async function startRegistry(t: { after: (fn: () => void | Promise<void>)
       }
     };
     t.after(stop);
-    const url = `http://127.0.0.1:${port}`;
-    if (await waitHttp(`${url}/v2/`, child)) return { host: `127.0.0.1:${port}`, url, stop };
+    const url = `http://${addr}:${port}`;
+    if (await waitHttp(`${url}/v2/`, child)) return { host: `${addr}:${port}`, url, stop };
     await stop();
     if (attempt >= 2) throw new Error(`docker-registry did not start: ${stderr}`);
   }

@@ -193,6 +193,23 @@ test("pull by digest, errors for a missing tag and an unknown repository, strata
   await storeIsSound(vfs, 1);
 });
 
+test("plain HTTP to a registry that is not on loopback only with --insecure-registry", async (t) => {
+  const { networkInterfaces } = await import("node:os");
+  const addr = Object.values(networkInterfaces()).flat().find((i) => i && i.family === "IPv4" && !i.internal)?.address;
+  assert.ok(addr, "this test needs a non-loopback IPv4 address on the machine");
+  const dir = tempDir(t);
+  const reg = await startRegistry(t, join(dir, "reg"), { listen: addr });
+  const { archive } = await testArchive(dir, "n/o:1");
+  await skopeoPush(archive, `${reg.host}/n/o:1`);
+  const root = join(dir, "root");
+  const refused = await strataRun(root, ["pull", `${reg.host}/n/o:1`]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /^Error: manifest .*n\/o:1: .*(SSL|TLS|EPROTO|wrong version)/i);
+  ok(await strataRun(root, ["pull", "--insecure-registry", reg.host, `${reg.host}/n/o:1`]), "pull with --insecure-registry");
+  ok(await strataRun(root, ["push", `${reg.host}/n/o:1`, `${reg.host}/n/p:1`], { env: { STRATA_INSECURE_REGISTRIES: `other.example,${reg.host}` } }), "push with STRATA_INSECURE_REGISTRIES");
+  await storeIsSound(root, 1);
+});
+
 test("htpasswd basic auth: refused without a login, login stores base64 auth in DOCKER_CONFIG, push/pull work, logout removes it", async (t) => {
   const dir = tempDir(t);
   const reg = await startRegistry(t, join(dir, "reg"), { htpasswd: { alice: "s3cret" } });
