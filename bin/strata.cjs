@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --
 "use strict";
 // Kept tiny and CommonJS: `strata --version` answers without loading anything
 // else; every other command runs the one bundled file, compiled with the V8

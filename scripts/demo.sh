@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-strata() { node "$REPO/bin/strata.cjs" "$@"; }
+strata() { node -- "$REPO/bin/strata.cjs" "$@"; }
 export STRATA_ROOT="${STRATA_ROOT:-$(mktemp -d /tmp/strata-demo-root.XXXXXX)}"
 work=$(mktemp -d /tmp/strata-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -86,6 +86,33 @@ strata fs cat demo/busybox:changed /etc/motd
 step "strata rm demo   # only the container's layer goes; both images stay"
 strata rm demo
 strata images
+
+step "strata run --rm demo/busybox:changed sh -c 'cat /etc/motd; echo HOME=\$HOME; id; hostname'   # a running instance, through runc"
+strata run --rm demo/busybox:changed sh -c 'cat /etc/motd; echo HOME=$HOME; id; hostname'
+
+step "strata run --rm demo/busybox sh -c 'exit 3'; echo \$?   # the process's exit code comes back"
+strata run --rm demo/busybox sh -c 'exit 3' || echo "exit code $?"
+
+step "strata run -d --name ticker -v demo-data:/data demo/busybox sh -c '...'   # detached, with a named volume"
+strata run -d --name ticker -v demo-data:/data demo/busybox sh -c 'i=0; while true; do i=$((i+1)); echo "tick $i" | tee -a /data/ticks; sleep 0.5; done'
+sleep 1.2
+strata ps
+
+step "strata exec ticker cat /data/ticks; strata top ticker"
+strata exec ticker cat /data/ticks
+strata top ticker
+
+step "strata logs --tail 2 -t ticker; strata stop -t 1 ticker"
+strata logs --tail 2 -t ticker
+strata stop -t 1 ticker
+strata ps -a
+
+step "strata diff ticker; strata rm ticker   # the volume keeps its data"
+strata diff ticker
+strata rm ticker
+strata volume ls
+strata run --rm -v demo-data:/data demo/busybox wc -l /data/ticks
+strata volume rm demo-data
 
 step "strata system df -v"
 strata system df -v

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what strata needs on a fresh Debian 12 machine with Node 20, then builds it.
-#   scripts/setup.sh          the demo's needs (busybox-static, zstd)
+#   scripts/setup.sh          the demo's needs (busybox-static, zstd, runc)
 #   scripts/setup.sh --test   everything the test suite and benchmarks use (runc, podman, skopeo, umoci, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(busybox-static zstd)
+pkgs=(busybox-static zstd runc)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(runc podman skopeo umoci buildah docker-registry uidmap debootstrap attr openssl)
+  pkgs+=(podman skopeo umoci buildah docker-registry uidmap debootstrap attr catatonit bsdutils openssl)
 fi
 
 missing=()

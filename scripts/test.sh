@@ -15,5 +15,6 @@ exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/containers.test.ts \
   test/cp.test.ts \
   test/interop.test.ts \
-  test/registry.test.ts \
-  test/crash.test.ts
+  test/crash.test.ts \
+  test/runtime.test.ts \
+  test/registry.test.ts

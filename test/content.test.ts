@@ -416,7 +416,7 @@ describe("metastore", () => {
     try {
       assert.equal(meta.db.pragma("journal_mode", { simple: true }), "wal");
       assert.equal(meta.db.pragma("foreign_keys", { simple: true }), 1);
-      assert.equal(meta.db.pragma("user_version", { simple: true }), 2, "schema version: images, then snapshots and containers");
+      assert.equal(meta.db.pragma("user_version", { simple: true }), 3, "schema version: images, then snapshots and containers, then container state and volumes");
       meta.write(() => meta.putImage(image("a", [layer("1", "1")], ["docker.io/library/a:latest"])));
     } finally {
       meta.close();

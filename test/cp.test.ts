@@ -263,7 +263,7 @@ test("container → local: a directory is created, copied into an existing one, 
   assert.equal(readFileSync(join(L, "clash", "dir", "sub"), "utf8"), "I am a file");
 
   good(f.s(["cp", "c1:/", join(L, "rootfs")]));
-  assert.deepEqual(readdirSync(join(L, "rootfs")).sort(), ["dir", "dirlink", "escape-root", "escape-up", "etc", "filelink", "hostdir", "hostfile", "pipe", "tmp"]);
+  assert.deepEqual(readdirSync(join(L, "rootfs")).sort(), ["dev", "dir", "dirlink", "escape-root", "escape-up", "etc", "filelink", "hostdir", "hostfile", "pipe", "proc", "sys", "tmp"]);
   assert.equal(readlinkSync(join(L, "rootfs", "escape-root")), "/", "symlinks in a copied tree are not followed");
   assert.ok(lstatSync(join(L, "rootfs", "pipe")).isFIFO());
   assert.equal(mode(join(L, "rootfs", "tmp")), "1777");
@@ -420,7 +420,7 @@ test("symlinks aimed at / or out of the root never make cp read or write host fi
   good(f.s(["cp", "c1:/hostfile", join(L, "o6")]));
   assert.equal(readlinkSync(join(L, "o6")), f.sentinel, "copied as the symlink it is, never read through");
   good(f.s(["cp", "-L", "c1:/escape-root", join(L, "o7")]));
-  assert.deepEqual(readdirSync(join(L, "o7")).sort(), ["dir", "dirlink", "escape-root", "escape-up", "etc", "filelink", "hostdir", "hostfile", "pipe", "tmp"], "-L on a link to / copies the container's root");
+  assert.deepEqual(readdirSync(join(L, "o7")).sort(), ["dev", "dir", "dirlink", "escape-root", "escape-up", "etc", "filelink", "hostdir", "hostfile", "pipe", "proc", "sys", "tmp"], "-L on a link to / copies the container's root");
   good(f.s(["cp", "c1:/escape-up/.", join(L, "o8")]));
   assert.deepEqual(readdirSync(join(L, "o8")).sort(), readdirSync(join(L, "o7")).sort());
   fails(f.s(["cp", "-L", "c1:/hostdir", "-"]), "Error: Could not find the file /hostdir in container c1\n");

@@ -29,7 +29,7 @@ export function tempDir(t: { after: (fn: () => void) => void }, prefix = "strata
 
 /** Runs the real CLI against `root`. */
 export function strata(root: string, args: string[], opts: { input?: Buffer | string; env?: Record<string, string> } = {}): Run {
-  const r = spawnSync(process.execPath, [BIN, "--root", root, ...args], {
+  const r = spawnSync(process.execPath, ["--", BIN, "--root", root, ...args], {
     input: opts.input,
     env: { ...process.env, ...opts.env },
     maxBuffer: 256 * 1024 * 1024,
@@ -40,7 +40,7 @@ export function strata(root: string, args: string[], opts: { input?: Buffer | st
 /** The same, asynchronously, for tests that run several at once. */
 export function strataAsync(root: string, args: string[]): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, "--root", root, ...args]);
+    const child = spawn(process.execPath, ["--", BIN, "--root", root, ...args]);
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));

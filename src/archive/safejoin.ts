@@ -114,8 +114,16 @@ export class RootScope {
     return real;
   }
 
-  /** Follows `pending` from the real directory `cur`; every component ends up lstat-verified as a directory. */
-  private walk(cur: string[], pending: string[], create: boolean, entry: string): string | undefined {
+  /**
+   * The real relative path of `path` (absolute or relative to the root), following symlinks
+   * in every component, the last one too, without leaving the root; `undefined` when missing.
+   */
+  resolve(path: string): string | undefined {
+    return this.walk([], path.split("/"), false, path, true);
+  }
+
+  /** Follows `pending` from the real directory `cur`; every component ends up lstat-verified as a directory (the last one may be any file with `last`). */
+  private walk(cur: string[], pending: string[], create: boolean, entry: string, last = false): string | undefined {
     let links = 0;
     while (pending.length > 0) {
       const c = pending.shift()!;
@@ -140,6 +148,7 @@ export class RootScope {
         if (target.startsWith("/")) cur = [];
         pending = target.split("/").concat(pending);
       } else if (!st.isDirectory()) {
+        if (last && pending.every((p) => p === "" || p === ".")) break;
         if (!create) return undefined;
         refuse(entry, `parent "${rel}" is not a directory`);
       }

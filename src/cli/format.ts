@@ -48,7 +48,7 @@ function align(rows: string[][]): string {
 }
 
 /**
- * A small subset of Go templates for `--format`: `{{.Field}}`, `{{json .}}`,
+ * A small subset of Go templates for `--format`: `{{.Field}}`, `{{.A.B}}`, `{{json .}}`,
  * `{{json .Field}}`, and a leading `table` for a header row.
  */
 export function renderTemplate(tpl: string, rows: Record<string, unknown>[]): string {
@@ -56,9 +56,9 @@ export function renderTemplate(tpl: string, rows: Record<string, unknown>[]): st
   const isTable = /^table\s/.test(t);
   const body = isTable ? t.replace(/^table\s+/, "") : t;
   const one = (row: Record<string, unknown>, header = false) =>
-    body.replace(/\{\{\s*(json\s+)?\.(\w*)\s*\}\}/g, (_m, json: string | undefined, field: string) => {
+    body.replace(/\{\{\s*(json\s+)?\.([\w.]*)\s*\}\}/g, (_m, json: string | undefined, field: string) => {
       if (header) return field.replace(/([a-z])([A-Z])/g, "$1 $2").toUpperCase();
-      const v = field === "" ? row : row[field];
+      const v = field === "" ? row : field.split(".").reduce<unknown>((o, k) => (o && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined), row);
       if (json) return JSON.stringify(v);
       if (v === undefined || v === null) return "<no value>";
       return typeof v === "object" ? JSON.stringify(v) : String(v);

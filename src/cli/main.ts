@@ -13,11 +13,13 @@ export interface Ctx {
 export interface Command {
   usage: string;
   options: NonNullable<ParseArgsConfig["options"]>;
+  /** options end at the first positional (IMAGE or CONTAINER): what follows belongs to the container's command */
+  stopAtPositional?: boolean;
   run(args: { values: Record<string, unknown>; positionals: string[] }, ctx: Ctx): Promise<number>;
 }
 
 /** Commands load lazily: `strata images` pays only for what images needs. */
-const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default: Command }> }> = {
+const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default?: Command; commands?: Record<string, Command> }> }> = {
   images: { summary: "List images", load: () => import("./commands/images.js") },
   import: { summary: "Create an image from a root filesystem (directory or tarball)", load: () => import("./commands/import.js") },
   tag: { summary: "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", load: () => import("./commands/tag.js") },
@@ -41,6 +43,20 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   cp: { summary: "Copy files/folders between a container and the local filesystem", load: () => import("./commands/cp.js") },
   info: { summary: "Display system-wide information (root, storage driver and why)", load: () => import("./commands/info.js") },
   layers: { summary: "Show an image's layers and the local images that share them", load: () => import("./commands/layers.js") },
+  run: { summary: "Create and run a new container from an image", load: () => import("./commands/run.js") },
+  start: { summary: "Start one or more stopped containers", load: () => import("./commands/lifecycle.js") },
+  stop: { summary: "Stop one or more running containers", load: () => import("./commands/lifecycle.js") },
+  restart: { summary: "Restart one or more containers", load: () => import("./commands/lifecycle.js") },
+  kill: { summary: "Kill one or more running containers", load: () => import("./commands/lifecycle.js") },
+  wait: { summary: "Block until one or more containers stop, then print their exit codes", load: () => import("./commands/lifecycle.js") },
+  logs: { summary: "Fetch the logs of a container", load: () => import("./commands/logs.js") },
+  exec: { summary: "Execute a command in a running container", load: () => import("./commands/exec.js") },
+  top: { summary: "Display the running processes of a container", load: () => import("./commands/top.js") },
+  "volume create": { summary: "Create a volume", load: () => import("./commands/volume.js") },
+  "volume ls": { summary: "List volumes", load: () => import("./commands/volume.js") },
+  "volume inspect": { summary: "Display detailed information on one or more volumes", load: () => import("./commands/volume.js") },
+  "volume rm": { summary: "Remove one or more volumes", load: () => import("./commands/volume.js") },
+  __monitor: { summary: "(internal) supervise a detached container", load: () => import("./commands/monitor.js") },
   pull: { summary: "Download an image from a registry", load: () => import("./commands/pull.js") },
   push: { summary: "Upload an image to a registry", load: () => import("./commands/push.js") },
   login: { summary: "Log in to a registry (credentials kept in Docker's config.json)", load: () => import("./commands/login.js") },
@@ -71,12 +87,24 @@ const ALIASES: Record<string, string> = {
   "container commit": "commit",
   "container export": "export",
   "container cp": "cp",
+  "container run": "run",
+  "container start": "start",
+  "container stop": "stop",
+  "container restart": "restart",
+  "container kill": "kill",
+  "container wait": "wait",
+  "container logs": "logs",
+  "container exec": "exec",
+  "container top": "top",
+  "container inspect": "inspect",
+  "volume list": "volume ls",
+  "volume remove": "volume rm",
   df: "system df",
   "system info": "info",
 };
 
 function globalHelp(): string {
-  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(12)}${c.summary}`);
+  const lines = Object.entries(COMMANDS).filter(([n]) => !n.startsWith("__")).map(([n, c]) => `  ${n.padEnd(12)}${c.summary}`);
   return `Usage:  strata [OPTIONS] COMMAND
 
 A daemonless, Docker-compatible image and container engine
@@ -167,10 +195,16 @@ export async function main(argv: string[]): Promise<number> {
     err.write(`Error: unknown command "${argv[i]}" for "strata" (see 'strata --help')\n`);
     return 125;
   }
-  const cmd = (await entry.load()).default;
+  const mod = await entry.load();
+  const cmd = (mod.commands?.[name] ?? mod.default)!;
   let parsed;
   try {
-    parsed = parseArgs({ args: rest, options: { ...cmd.options, help: { type: "boolean", short: "h" } }, allowPositionals: true, strict: true });
+    // `-h` is --hostname for run and create, as in Docker; --help always works.
+    const hShort = Object.values(cmd.options).some((o) => o.short === "h");
+    const options = { ...cmd.options, help: hShort ? { type: "boolean" as const } : { type: "boolean" as const, short: "h" } };
+    const [flags, tail] = cmd.stopAtPositional ? splitAtPositional(rest, options) : [rest, []];
+    parsed = parseArgs({ args: flags, options, allowPositionals: true, strict: true });
+    parsed.positionals.push(...tail);
   } catch (e) {
     err.write(`Error: ${(e as Error).message.split("\n")[0].replace(/^Unknown option '([^']*)'.*$/, "unknown flag: $1")} (see 'strata ${name} --help')\n`);
     return 125;
@@ -193,10 +227,36 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (debug) err.write(`${(e as Error).stack ?? String(e)}\n`);
     else err.write(`Error: ${oneLine(e)}\n`);
+    const exitCode = (e as { exitCode?: number }).exitCode;
+    if (typeof exitCode === "number") return exitCode;
     return (e as { code?: string }).code === "USAGE" ? 125 : 1;
   } finally {
     engine?.close();
   }
+}
+
+/** Splits argv at its first positional: [options and that positional, the rest verbatim]. */
+function splitAtPositional(args: string[], options: NonNullable<ParseArgsConfig["options"]>): [string[], string[]] {
+  const takesValue = (flag: string): boolean => {
+    if (flag.startsWith("--")) return options[flag.slice(2)]?.type === "string";
+    // -it, -e K=V, -eK=V: the last letter of a cluster may take the next argument
+    const letters = flag.slice(1);
+    for (let i = 0; i < letters.length; i++) {
+      const opt = Object.values(options).find((o) => o.short === letters[i]);
+      if (opt?.type === "string") return i === letters.length - 1;
+    }
+    return false;
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") return [args.slice(0, i), args.slice(i + 1)];
+    if (a.startsWith("-") && a !== "-") {
+      if (!a.includes("=") && takesValue(a)) i++;
+      continue;
+    }
+    return [args.slice(0, i + 1), args.slice(i + 1)];
+  }
+  return [args, []];
 }
 
 function oneLine(e: unknown): string {

@@ -1,10 +1,15 @@
 import { readFileSync } from "node:fs";
 
-/** Start time of a process (clock ticks since boot), so a recycled pid is not mistaken for its owner. */
+/**
+ * Start time of a live process (clock ticks since boot), so a recycled pid is
+ * not mistaken for its owner; undefined for a zombie, which is dead already.
+ */
 function startTime(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (fields[0] === "Z" || fields[0] === "X") return undefined;
+    return fields[19];
   } catch {
     return undefined;
   }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, lchownSync, lstatSync, mkdirSync, openSync, rmSync, utimesSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { Readable } from "node:stream";
@@ -15,6 +15,60 @@ export interface ContainerConfig {
   WorkingDir: string;
   User: string;
   Labels: Record<string, string>;
+  Hostname: string;
+  Tty: boolean;
+  OpenStdin: boolean;
+  StopSignal: string;
+  /** container paths the image declares as volumes */
+  Volumes: Record<string, object>;
+}
+
+/** How a container runs, beyond what the image says (Docker's HostConfig). */
+export interface HostConfig {
+  AutoRemove: boolean;
+  /** `-v` as given: HOST:CTR[:ro], NAME:CTR[:ro] */
+  Binds: string[];
+  /** `--tmpfs` path → options */
+  Tmpfs: Record<string, string>;
+  ReadonlyRootfs: boolean;
+  NetworkMode: "host" | "none";
+  /** bytes, 0 for none */
+  Memory: number;
+  NanoCpus: number;
+  PidsLimit: number;
+  Init: boolean;
+  SecurityOpt: string[];
+  /** the runtime forced with --runtime, else the probed one */
+  Runtime?: string;
+}
+
+/** The lifecycle state, kept in meta.db and updated by whoever supervises the runtime. */
+export interface ContainerState {
+  Status: "created" | "running" | "exited";
+  Pid: number;
+  /** owner token of the process supervising the runtime while it runs */
+  Monitor?: string;
+  ExitCode: number;
+  Error?: string;
+  StartedAt?: string;
+  FinishedAt?: string;
+}
+
+export function defaultHostConfig(): HostConfig {
+  return { AutoRemove: false, Binds: [], Tmpfs: {}, ReadonlyRootfs: false, NetworkMode: "host", Memory: 0, NanoCpus: 0, PidsLimit: 0, Init: false, SecurityOpt: [] };
+}
+
+export interface CreateOptions {
+  name?: string;
+  cmd?: string[];
+  entrypoint?: string[];
+  env?: string[];
+  workdir?: string;
+  user?: string;
+  hostname?: string;
+  tty?: boolean;
+  openStdin?: boolean;
+  hostConfig?: Partial<HostConfig>;
 }
 
 export interface Container {
@@ -25,6 +79,8 @@ export interface Container {
   imageId: string;
   snapshot: string;
   config: ContainerConfig;
+  hostConfig: HostConfig;
+  state: ContainerState;
   created: number;
 }
 
@@ -35,8 +91,14 @@ interface ContainerRow {
   image_ref: string;
   snapshot: string;
   config: string;
+  host_config: string;
+  state: string;
   created: number;
 }
+
+/** The mount points the runtime needs, made in a container's init layer so that diff and commit never show them. */
+const INIT_DIRS = ["proc", "sys", "dev", "etc"];
+const INIT_FILES = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
 
 const ADJECTIVES = ["brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty", "proud", "quiet", "sharp", "tender", "upbeat", "vivid", "witty", "zealous", "bold"];
 const NAMES = ["turing", "hopper", "lovelace", "knuth", "ritchie", "thompson", "torvalds", "liskov", "dijkstra", "hamilton", "shannon", "babbage", "curie", "noether", "euler", "gauss", "kay", "lamport", "perlman", "wirth"];
@@ -47,7 +109,24 @@ export class Containers {
 
   private toContainer(r: ContainerRow): Container {
     const img = this.engine.meta.image(r.image);
-    return { id: r.id, name: r.name, image: r.image, imageRef: r.image_ref, imageId: img?.config_digest ?? "", snapshot: r.snapshot, config: JSON.parse(r.config), created: r.created };
+    const state = JSON.parse(r.state || "{}") as Partial<ContainerState>;
+    return {
+      id: r.id,
+      name: r.name,
+      image: r.image,
+      imageRef: r.image_ref,
+      imageId: img?.config_digest ?? "",
+      snapshot: r.snapshot,
+      config: { Hostname: r.id.slice(0, 12), Tty: false, OpenStdin: false, StopSignal: "SIGTERM", Volumes: {}, ...JSON.parse(r.config) },
+      hostConfig: { ...defaultHostConfig(), ...JSON.parse(r.host_config || "{}") },
+      state: { Status: "created", Pid: 0, ExitCode: 0, ...state },
+      created: r.created,
+    };
+  }
+
+  /** Records a container's new state (one small transaction). */
+  setState(id: string, state: ContainerState): void {
+    this.engine.meta.write(() => this.engine.meta.db.prepare("UPDATE containers SET state = ? WHERE id = ?").run(JSON.stringify(state), id));
   }
 
   list(): Container[] {
@@ -68,7 +147,7 @@ export class Containers {
   }
 
   /** `strata create`: an active writable snapshot on the image's layers plus the container's config. */
-  async create(imageRef: string, opts: { name?: string; cmd?: string[]; entrypoint?: string[]; env?: string[]; workdir?: string; user?: string } = {}): Promise<Container> {
+  async create(imageRef: string, opts: CreateOptions = {}): Promise<Container> {
     const engine = this.engine;
     const img = engine.image(imageRef);
     if (opts.name !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(opts.name))
@@ -85,11 +164,34 @@ export class Containers {
       WorkingDir: opts.workdir ?? c.WorkingDir ?? "",
       User: opts.user ?? c.User ?? "",
       Labels: c.Labels ?? {},
+      Hostname: "",
+      Tty: !!opts.tty,
+      OpenStdin: !!opts.openStdin,
+      StopSignal: c.StopSignal ?? "SIGTERM",
+      Volumes: c.Volumes ?? {},
     };
     const id = randomBytes(32).toString("hex");
+    config.Hostname = opts.hostname ?? id.slice(0, 12);
+    const hostConfig: HostConfig = { ...defaultHostConfig(), ...opts.hostConfig };
     const key = `container-${id}`;
+    const init = `init-${id}`;
     const sn = engine.snapshots;
-    await sn.prepare(key, top);
+    if (hostConfig.AutoRemove) {
+      // Nothing of a --rm container outlives it: its mount points go straight into its own layer.
+      await sn.prepare(key, top);
+      await this.makeMountPoints(key).catch(async (e) => {
+        await sn.remove(key).catch(() => {});
+        throw e;
+      });
+    } else {
+      await this.prepareInit(init, top);
+      try {
+        await sn.prepare(key, init);
+      } catch (e) {
+        await sn.remove(init).catch(() => {});
+        throw e;
+      }
+    }
     try {
       const name = engine.meta.write(() => {
         const taken = (n: string) => !!engine.meta.db.prepare("SELECT 1 FROM containers WHERE name = ?").get(n);
@@ -98,8 +200,8 @@ export class Containers {
           throw new StrataError("CONFLICT", `the container name "/${name}" is already in use`);
         while (name === undefined || taken(name)) name = `${ADJECTIVES[randomBytes(1)[0] % 20]}_${NAMES[randomBytes(1)[0] % 20]}${name ? randomBytes(1)[0] % 10 : ""}`;
         engine.meta.db
-          .prepare("INSERT INTO containers (id, name, image, image_ref, snapshot, config, created) VALUES (?, ?, ?, ?, ?, ?, ?)")
-          .run(id, name, img.digest, imageRef, key, JSON.stringify(config), Date.now());
+          .prepare("INSERT INTO containers (id, name, image, image_ref, snapshot, config, host_config, state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+          .run(id, name, img.digest, imageRef, key, JSON.stringify(config), JSON.stringify(hostConfig), JSON.stringify({ Status: "created", Pid: 0, ExitCode: 0 }), Date.now());
         engine.meta.db.prepare("UPDATE snapshots SET owner = NULL WHERE key = ?").run(key);
         return name;
       });
@@ -107,19 +209,77 @@ export class Containers {
       return this.get(name);
     } catch (e) {
       await sn.remove(key).catch(() => {});
+      await sn.remove(init).catch(() => {});
       throw e;
     }
   }
+
+  /**
+   * The init layer (Docker's "-init"): a committed snapshot between the image
+   * and the container's writable layer holding the mount points the runtime
+   * needs and the image lacks, so they never show up as the container's changes.
+   */
+  private async prepareInit(key: string, parent: string | undefined): Promise<void> {
+    const sn = this.engine.snapshots;
+    const active = `${key}-active`;
+    await sn.prepare(active, parent);
+    try {
+      await this.makeMountPoints(active);
+      await sn.commit(key, active);
+    } catch (e) {
+      await sn.remove(active).catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * Creates the runtime's mount points the image lacks in the top layer of
+   * active snapshot `key`, straight in its directory (no mount: an overlay
+   * unmount syncs the whole upper filesystem, which costs far more).
+   */
+  private async makeMountPoints(key: string): Promise<void> {
+    const stack = await this.engine.snapshots.stack(key);
+    const upper = stack[0];
+    /** The top-most entry at `rel` in the stack; undefined when absent or whited out. */
+    const merged = (rel: string) => {
+      for (const dir of stack) {
+        const st = lstatSync(join(dir, rel), { throwIfNoEntry: false });
+        if (st) return st.isCharacterDevice() && st.rdev === 0 ? undefined : st;
+      }
+      return undefined;
+    };
+    for (const d of INIT_DIRS) if (!merged(d)) mkdirSync(join(upper, d), { mode: 0o755 });
+    const etc = merged("etc");
+    if (!etc?.isDirectory()) return;
+    if (!lstatSync(join(upper, "etc"), { throwIfNoEntry: false })) {
+      // The same directory as below (mode, owner, times), now with the mount points in it.
+      mkdirSync(join(upper, "etc"));
+      chmodSync(join(upper, "etc"), etc.mode & 0o7777);
+      lchownSync(join(upper, "etc"), etc.uid, etc.gid);
+    }
+    for (const f of INIT_FILES) if (!merged(f)) closeSync(openSync(join(upper, f), "w", 0o644));
+    utimesSync(join(upper, "etc"), etc.atime, etc.mtime);
+  }
+
+
 
   mountPoint(c: Container): string {
     return join(this.engine.containerDir(c.id), "merged");
   }
 
-  /** `strata mount`: the merged root (image layers + the container's layer), mounted once. */
-  async mount(ref: string): Promise<string> {
+  /**
+   * `strata mount`: the merged root (image layers + the container's layer),
+   * mounted once. `volatile` (for containers removed when they exit) skips
+   * overlayfs's sync of the whole upper filesystem at unmount: nothing of
+   * theirs outlives them.
+   */
+  async mount(ref: string, opts: { volatile?: boolean } = {}): Promise<string> {
     const c = this.get(ref);
     const target = this.mountPoint(c);
-    if (!isMounted(target)) mountAll(await this.engine.snapshots.mounts(c.snapshot), target);
+    if (!isMounted(target)) {
+      const mounts = await this.engine.snapshots.mounts(c.snapshot);
+      mountAll(opts.volatile ? mounts.map((m) => (m.type === "overlay" ? { ...m, options: [...m.options, "volatile"] } : m)) : mounts, target);
+    }
     return target;
   }
 
@@ -135,9 +295,10 @@ export class Containers {
     const c = this.get(ref);
     unmount(this.mountPoint(c));
     this.engine.meta.write(() => this.engine.meta.db.prepare("DELETE FROM containers WHERE id = ?").run(c.id));
-    await this.engine.snapshots.remove(c.snapshot).catch((e) => {
-      if ((e as StrataError).code !== "NOT_FOUND") throw e;
-    });
+    for (const key of [c.snapshot, `init-${c.id}`])
+      await this.engine.snapshots.remove(key).catch((e) => {
+        if ((e as StrataError).code !== "NOT_FOUND") throw e;
+      });
     rmSync(this.engine.containerDir(c.id), { recursive: true, force: true });
     return c;
   }

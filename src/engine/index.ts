@@ -18,6 +18,7 @@ import type { ArchiveFormat } from "../layout/save.js";
 import { ensureLayoutFiles, renderIndex, writeIndexView } from "../layout/view.js";
 import { defaultRoot } from "./root.js";
 import { Containers } from "./containers.js";
+import { ContainerRuntime } from "../runtime/index.js";
 
 export { defaultRoot };
 
@@ -145,6 +146,13 @@ export class Engine {
   /** Containers: writable copy-on-write layers over images. */
   get containers(): Containers {
     return (this.containerStore ??= new Containers(this));
+  }
+
+  private runtimeStore?: ContainerRuntime;
+
+  /** Running containers: runtime bundles, runc/crun, state, logs, volumes. */
+  get runtime(): ContainerRuntime {
+    return (this.runtimeStore ??= new ContainerRuntime(this));
   }
 
   /** Where a container's files live: containers/<id>/ (the merged mount point and, later, the runtime bundle). */
@@ -740,6 +748,8 @@ export class Engine {
         const u = await sn.usage(i.key);
         const c = byKey.get(i.key);
         if (c) containers.push({ id: c.id, name: c.name, image: c.imageRef, bytes: u.bytes, inodes: u.inodes });
+        // A container's init layer holds only empty mount points (like Docker's, it is not counted).
+        else if (i.key.startsWith("init-")) continue;
         else if (i.kind === "committed") {
           snapshots.count++;
           snapshots.bytes += u.bytes;

@@ -9,7 +9,7 @@ import type { Digest } from "../digest/index.js";
  * readers never block the one writer; every multi-step change is one
  * `BEGIN IMMEDIATE` transaction.
  */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE images (
@@ -72,6 +72,13 @@ const MIGRATIONS: string[] = [
      created INTEGER NOT NULL
    );
    CREATE INDEX containers_image ON containers(image);`,
+  `ALTER TABLE containers ADD COLUMN host_config TEXT NOT NULL DEFAULT '{}';  -- JSON: how it runs (mounts, limits, network …)
+   ALTER TABLE containers ADD COLUMN state TEXT NOT NULL DEFAULT '{}';        -- JSON: status, pid, monitor, exit code, times
+   CREATE TABLE volumes (
+     name TEXT PRIMARY KEY,
+     created INTEGER NOT NULL,
+     labels TEXT NOT NULL DEFAULT '{}'
+   );`,
 ];
 
 export interface ImageRow {

@@ -19,6 +19,12 @@ Options:
     const meta = engine.meta;
     const count = (sql: string) => (meta.db.prepare(sql).get() as { n: number }).n;
     const osRelease = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(readFileSync("/etc/os-release", "utf8"))?.[1] ?? "unknown";
+    let runtime: { name: string; path: string; reason: string };
+    try {
+      runtime = engine.runtime.info();
+    } catch (e) {
+      runtime = { name: "none", path: "", reason: (e as Error).message };
+    }
     const info = {
       ServerVersion: JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")).version as string,
       RootDir: engine.root,
@@ -26,8 +32,12 @@ Options:
       DriverReason: meta.getMeta("storage_driver_reason") ?? "",
       Images: count("SELECT COUNT(*) AS n FROM images"),
       Containers: count("SELECT COUNT(*) AS n FROM containers"),
+      ContainersRunning: count("SELECT COUNT(*) AS n FROM containers WHERE json_extract(state, '$.Status') = 'running'"),
+      DefaultRuntime: runtime.name,
+      RuntimePath: runtime.path,
+      RuntimeReason: runtime.reason,
       Layers: count("SELECT COUNT(*) AS n FROM layers"),
-      UnpackedLayers: count("SELECT COUNT(*) AS n FROM snapshots WHERE kind = 'committed'"),
+      UnpackedLayers: count("SELECT COUNT(*) AS n FROM snapshots WHERE kind = 'committed' AND key NOT LIKE 'init-%'"),
       KernelVersion: release(),
       OperatingSystem: osRelease,
       Architecture: arch() === "x64" ? "x86_64" : arch(),
@@ -45,6 +55,9 @@ Options:
         `Images: ${info.Images}`,
         ` Layers: ${info.Layers} (${info.UnpackedLayers} unpacked)`,
         `Containers: ${info.Containers}`,
+        ` Running: ${info.ContainersRunning}`,
+        `Default Runtime: ${info.DefaultRuntime} (${info.RuntimePath})`,
+        ` Reason: ${info.RuntimeReason}`,
         `Kernel Version: ${info.KernelVersion}`,
         `Operating System: ${info.OperatingSystem}`,
         `Architecture: ${info.Architecture}`,

@@ -1,6 +1,14 @@
 import type { Command } from "../main.js";
 import { arity } from "../main.js";
-import { renderTemplate, since, table } from "../format.js";
+import { humanDuration, renderTemplate, since, table } from "../format.js";
+import type { ContainerState } from "../../engine/containers.js";
+
+/** Docker's STATUS column: "Created", "Up 3 seconds", "Exited (0) 2 minutes ago". */
+export function statusString(s: ContainerState, now = Date.now()): string {
+  if (s.Status === "running") return `Up ${humanDuration(now - Date.parse(s.StartedAt ?? new Date(now).toISOString()))}`;
+  if (s.Status === "exited" && s.FinishedAt) return `Exited (${s.ExitCode}) ${since(s.FinishedAt, now)}`;
+  return "Created";
+}
 
 const cmd: Command = {
   usage: `Usage:  strata ps [OPTIONS]
@@ -20,8 +28,8 @@ Options:
   },
   async run({ values, positionals }, ctx) {
     arity("ps", positionals, 0);
-    // Nothing runs yet (containers start with the runtime issue): only -a lists the created ones, as docker ps does.
-    const list = values.all ? ctx.engine().containers.list() : [];
+    // The truth, not the last record: a container whose supervisor died is checked against the runtime.
+    const list = ctx.engine().runtime.list().filter((c) => values.all || c.state.Status === "running");
     const noTrunc = !!values["no-trunc"];
     if (values.quiet) {
       ctx.out.write(list.map((c) => (noTrunc ? c.id : c.id.slice(0, 12)) + "\n").join(""));
@@ -36,8 +44,8 @@ Options:
         Command: noTrunc || command.length <= 20 ? JSON.stringify(command) : JSON.stringify(command.slice(0, 19) + "…"),
         CreatedAt: new Date(c.created).toISOString(),
         RunningFor: since(new Date(c.created).toISOString(), now),
-        Status: "Created",
-        State: "created",
+        Status: statusString(c.state, now),
+        State: c.state.Status,
         Ports: "",
         Names: c.name,
       };

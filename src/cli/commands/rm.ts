@@ -7,14 +7,15 @@ const cmd: Command = {
 Remove one or more containers: their writable layers and nothing else
 
 Options:
-  -f, --force   Force the removal (of a mounted container)`,
-  options: { force: { type: "boolean", short: "f" } },
-  async run({ positionals }, ctx) {
+  -f, --force     Force the removal of a running container (uses SIGKILL)
+  -v, --volumes   Remove anonymous volumes associated with the container`,
+  options: { force: { type: "boolean", short: "f" }, volumes: { type: "boolean", short: "v" } },
+  async run({ values, positionals }, ctx) {
     arity("rm", positionals, 1, Infinity);
     let failed = 0;
     for (const ref of positionals) {
       try {
-        await ctx.engine().containers.remove(ref);
+        await ctx.engine().runtime.remove(ref, !!values.force, !!values.volumes);
         ctx.out.write(`${ref}\n`);
       } catch (e) {
         ctx.err.write(`Error: ${(e as Error).message}\n`);
