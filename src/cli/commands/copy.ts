@@ -1,6 +1,6 @@
 import type { Command } from "../main.js";
 import { arity } from "../main.js";
-import { REGISTRY_FLAGS, REGISTRY_FLAGS_USAGE, progressPrinter, registryOptions } from "../registry.js";
+import { REGISTRY_FLAGS, REGISTRY_FLAGS_USAGE, progressPrinter, registryOptions } from "../registry-flags.js";
 
 const cmd: Command = {
   usage: `Usage:  strata copy [OPTIONS] SOURCE DESTINATION

@@ -1,6 +1,6 @@
 import type { Command } from "../main.js";
 import { arity, UsageError } from "../main.js";
-import { REGISTRY_FLAGS, registryOptions } from "../registry.js";
+import { REGISTRY_FLAGS, registryOptions } from "../registry-flags.js";
 
 const cmd: Command = {
   usage: `Usage:  strata login [OPTIONS] [SERVER]

@@ -1,6 +1,6 @@
 import type { Command } from "../main.js";
 import { arity } from "../main.js";
-import { REGISTRY_FLAGS, REGISTRY_FLAGS_USAGE, progressPrinter, registryOptions } from "../registry.js";
+import { REGISTRY_FLAGS, REGISTRY_FLAGS_USAGE, progressPrinter, registryOptions } from "../registry-flags.js";
 import { familiarString, parseReference } from "../../reference/index.js";
 
 const cmd: Command = {
