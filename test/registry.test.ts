@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Engine } from "../src/engine/index.ts";
 import { busyboxRootfs, listTree, makeDockerArchive, makeTar, rejectsCode, sha256, tempDir, type TarFile } from "./helpers.ts";
-import { faultyProxy, startRegistry, startTokenService, strataRun, tool, type Fault } from "./registry-helpers.ts";
+import { faultyProxy, startRegistry, startTokenService, strataRun, tool, type Fault } from "./registry-client-helpers.ts";
 
 // Logins live in a config.json of the tests' own, never the host's.
 const configHome = mkdtempSync(join(tmpdir(), "strata-dockercfg-"));
