@@ -1,5 +1,5 @@
 // strata's benchmarks, each side by side with the peer tool that does the same job.
-//   node --import tsx bench/run.ts [images] [startup] [load] [unpack] [commit] [run] [detached] [registry] [build]   (from the repo root, after a build)
+//   node --import tsx bench/run.ts [images] [startup] [load] [unpack] [commit] [run] [detached] [registry] [build] [pull] [push]   (from the repo root, after a build)
 // Every store lives in a temp dir removed at the end; only the fixtures in bench/.cache/ are kept.
 import { spawn, spawnSync } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
@@ -593,6 +593,84 @@ async function benchCommit(): Promise<void> {
   });
 }
 
+// ---- pull and push: the unpack fixture through a local docker-registry ------
+
+/** A docker-registry on a free loopback port, with no blob-descriptor cache (so wiping its storage empties it); stopped at exit. */
+async function startBenchRegistry(work: string): Promise<{ host: string; storage: string; wipe: () => void }> {
+  const net = await import("node:net");
+  const port = await new Promise<number>((resolve) => {
+    const srv = net.createServer().listen(0, "127.0.0.1", () => {
+      const p = (srv.address() as import("node:net").AddressInfo).port;
+      srv.close(() => resolve(p));
+    });
+  });
+  const storage = join(work, "registry");
+  mkdirSync(storage, { recursive: true });
+  const config = join(work, "registry.yml");
+  writeFileSync(config, `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+  const child = spawn("docker-registry", ["serve", config], { stdio: "ignore" });
+  process.on("exit", () => child.kill());
+  registries.push(child);
+  const host = `127.0.0.1:${port}`;
+  sh(["sh", "-c", `for i in $(seq 200); do curl -sf http://${host}/v2/ >/dev/null && exit 0; sleep 0.05; done; exit 1`]);
+  const wipe = () => {
+    rmSync(join(storage, "docker"), { recursive: true, force: true });
+  };
+  return { host, storage, wipe };
+}
+
+const registries: import("node:child_process").ChildProcess[] = [];
+
+/** The unpack fixture (≈300 MB, 4 layers), pushed gzip-compressed by skopeo into a fresh local registry. */
+async function registryFixture(work: string): Promise<{ host: string; ref: string; wipe: () => void }> {
+  const archive = join(CACHE, "unpack-300.tar");
+  if (!existsSync(archive)) {
+    console.error(`# registry: building ${archive} once`);
+    await buildUnpackArchive(archive);
+  }
+  const reg = await startBenchRegistry(work);
+  const ref = `${reg.host}/bench/unpack:latest`;
+  sh(["skopeo", "copy", "-q", "--dest-tls-verify=false", `docker-archive:${archive}`, `docker://${ref}`]);
+  return { host: reg.host, ref, wipe: reg.wipe };
+}
+
+async function benchPull(): Promise<void> {
+  const work = tempDir("pull");
+  const { ref } = await registryFixture(work);
+  const root = join(work, "strata");
+  const podDir = join(work, "podman");
+  await compareApart({
+    name: "pull (≈160 MB gzip, 4 layers)",
+    ours: { label: "strata", cmd: [...STRATA, "--root", root, "pull", "-q", ref], before: () => (freshStrataRoot(root), settle()) },
+    peer: { label: "podman", cmd: [...podman(podDir, "overlay"), "pull", "-q", "--tls-verify=false", ref], before: () => (discard(podDir), settle()) },
+    warmup: 1,
+    runs: 5,
+    target: 0.5,
+    rss: 150,
+  });
+}
+
+async function benchPush(): Promise<void> {
+  const work = tempDir("push");
+  const { ref, host, wipe } = await registryFixture(work);
+  // The same compressed blobs on both sides: skopeo reads an OCI layout, strata its store (filled from that layout).
+  const oci = join(work, "oci");
+  const root = join(work, "strata");
+  sh(["skopeo", "copy", "-q", "--src-tls-verify=false", `docker://${ref}`, `oci:${oci}:bench`]);
+  sh([...STRATA, "--root", root, "copy", `oci:${oci}:bench`, "strata:bench/push:latest"]);
+  await compareApart({
+    name: "push (≈160 MB gzip, 4 layers)",
+    ours: { label: "strata", cmd: [...STRATA, "--root", root, "push", "-q", "bench/push:latest", `${host}/bench/pushed:latest`] },
+    peer: { label: "skopeo", cmd: ["skopeo", "copy", "-q", "--dest-tls-verify=false", `oci:${oci}:bench`, `docker://${host}/bench/pushed:latest`] },
+    // Every run pushes into an empty registry.
+    before: () => (wipe(), settle()),
+    warmup: 1,
+    runs: 5,
+    target: 1.0,
+    rss: 150,
+  });
+}
+
 // ---- run: a container from start to exit ----------------------------------------
 
 /** Both stores with the busybox image; podman on overlay (its default), as a user runs it. */
@@ -851,7 +929,7 @@ async function benchBuild(): Promise<void> {
 
 // ---- main ------------------------------------------------------------------
 
-const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad, unpack: benchUnpack, commit: benchCommit, run: benchRun, detached: benchDetached, registry: benchRegistry, build: benchBuild };
+const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad, unpack: benchUnpack, commit: benchCommit, run: benchRun, detached: benchDetached, registry: benchRegistry, build: benchBuild, pull: benchPull, push: benchPush };
 
 const wanted = process.argv.slice(2);
 for (const w of wanted) if (!BENCHES[w]) throw new Error(`unknown benchmark "${w}"; have: ${Object.keys(BENCHES).join(", ")}`);
@@ -860,6 +938,7 @@ for (const name of wanted.length ? wanted : Object.keys(BENCHES)) {
   try {
     await BENCHES[name]();
   } finally {
+    for (const r of registries.splice(0)) r.kill();
     cleanup();
   }
 }

@@ -20,4 +20,5 @@ exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/crash.test.ts \
   test/runtime.test.ts \
   test/build-parser.test.ts \
-  test/build.test.ts
+  test/build.test.ts \
+  test/registry.test.ts

@@ -215,7 +215,7 @@ test("bad Dockerfiles: one error naming the line, no image tagged, completed ste
     [`FROM ${f.base}\nFOO bar\n`, /Dockerfile:2: .*unknown instruction: FOO/i],
     [`FROM ${f.base}\nCOPY missing.txt /x\n`, /Dockerfile:2: COPY missing\.txt \/x: .*"missing\.txt": not found in build context/],
     [`FROM ${f.base} AS a\nCOPY --from=b /x /x\nFROM ${f.base} AS b\nCOPY --from=a /y /y\n`, /Dockerfile:2: .*(cycle|not defined before)/],
-    [`FROM ${f.base}\nCOPY --from=nosuchstage /x /x\n`, /Dockerfile:2: .*nosuchstage.*(no such image|No such image|cannot pull)/i],
+    [`FROM ${f.base}\nCOPY --from=nosuchstage /x /x\n`, /Dockerfile:2: .*nosuchstage/i],
     [`FROM ${f.base}\nRUN echo about to fail && exit 7\n`, /Dockerfile:2: RUN echo about to fail && exit 7: process "\/bin\/sh -c echo about to fail && exit 7" did not complete successfully: exit code: 7/],
     [`FROM ${f.base}\nENV\n`, /Dockerfile:2/],
     [`FROM ${f.base}\nCOPY ["unterminated\n`, /Dockerfile:2|not found/],

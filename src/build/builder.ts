@@ -289,10 +289,13 @@ export class Builder {
       img = this.engine.image(ref);
     } catch (e) {
       if ((e as StrataError).code !== "NOT_FOUND") throw e;
-      const pull = (this.engine as unknown as { pull?: (ref: string, opts?: object) => Promise<unknown> }).pull;
-      if (!pull) throw new BuildError(s.from, `${ref}: no such image here, and strata cannot pull it`);
+      // Not here: pulled from its registry, as docker build does.
       this.log(`pulling ${ref}`);
-      await pull.call(this.engine, ref, {});
+      try {
+        await this.engine.pull(ref);
+      } catch (err) {
+        throw new BuildError(s.from, `${ref}: ${(err as Error).message}`);
+      }
       img = this.engine.image(ref);
     }
     const [config, rows] = await Promise.all([img.config(), img.layerRows()]);

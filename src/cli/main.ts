@@ -62,6 +62,11 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default?
   "volume rm": { summary: "Remove one or more volumes", load: () => import("./commands/volume.js") },
   __monitor: { summary: "(internal) supervise a detached container", load: () => import("./commands/monitor.js") },
   registry: { summary: "Run a private registry (serve) or collect its garbage (gc)", load: () => import("./registry.js") },
+  pull: { summary: "Download an image from a registry", load: () => import("./commands/pull.js") },
+  push: { summary: "Upload an image to a registry", load: () => import("./commands/push.js") },
+  login: { summary: "Log in to a registry (credentials kept in Docker's config.json)", load: () => import("./commands/login.js") },
+  logout: { summary: "Log out from a registry", load: () => import("./commands/logout.js") },
+  copy: { summary: "Copy an image between registries, archives, OCI layouts and the store", load: () => import("./commands/copy.js") },
 };
 
 const ALIASES: Record<string, string> = {
@@ -72,6 +77,8 @@ const ALIASES: Record<string, string> = {
   "image rm": "rmi",
   "image inspect": "inspect",
   "image history": "history",
+  "image pull": "pull",
+  "image push": "push",
   "image save": "save",
   "image load": "load",
   "image prune": "gc",

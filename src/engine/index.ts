@@ -458,7 +458,7 @@ export class Engine {
    * ingest/ into blobs/, then insert every image, layer and tag in one
    * transaction (so no image is ever half-visible) and rewrite index.json.
    */
-  private async commitImages(images: PreparedImage[], blobs: Map<Digest, PendingBlob | Buffer>): Promise<void> {
+  async commitImages(images: PreparedImage[], blobs: Map<Digest, PendingBlob | Buffer>): Promise<void> {
     const meta = this.meta;
     const owner = ownerToken();
     const all = new Set<Digest>(blobs.keys());
@@ -515,6 +515,21 @@ export class Engine {
     }
     if (opts.unpack !== false) for (const img of prepared.images) await this.unpack(img.manifest.digest);
     return prepared.images;
+  }
+
+  /** `strata pull`: an image from a registry (see pull.ts). */
+  async pull(ref: string, opts: import("./pull.js").PullOptions = {}): Promise<import("./pull.js").PullResult> {
+    return (await import("./pull.js")).pull(this, ref, opts);
+  }
+
+  /** `strata push`: an image from the store to a registry (see push.ts). */
+  async push(ref: string, dest?: string, opts: import("./push.js").PushOptions = {}): Promise<import("./push.js").PushResult> {
+    return (await import("./push.js")).push(this, ref, dest, opts);
+  }
+
+  /** `strata copy`: an image between registries, archives, OCI layouts and the store, without unpacking (see copy.ts). */
+  async copy(from: string, to: string, opts: import("./copy.js").CopyOptions = {}): Promise<import("./copy.js").CopyResult> {
+    return (await import("./copy.js")).copy(this, from, to, opts);
   }
 
   /** `strata save`: images (by reference) into one archive. */

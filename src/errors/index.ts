@@ -13,7 +13,10 @@ export type ErrorCode =
   | "INVALID_ARGUMENT"
   | "UNSUPPORTED"
   | "CORRUPT"
-  | "IO";
+  | "IO"
+  | "UNAUTHORIZED"
+  | "DENIED"
+  | "NETWORK";
 
 export class StrataError extends Error {
   readonly code: ErrorCode;
