@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync, type Stats } from "node:fs";
+import { closeSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { StrataError } from "../errors/index.js";
 
@@ -105,11 +105,29 @@ export class SourceTree {
     if (h === undefined) {
       const hash = createHash("sha256").update(`${e.st.mode.toString(8)}:`);
       if (e.st.isSymbolicLink()) hash.update(`link:${readlinkSync(e.abs)}`);
-      else if (e.st.isFile()) hash.update(readFileSync(e.abs));
+      else if (e.st.isFile()) hashFile(hash, e.abs, e.st.size);
       h = hash.digest("hex");
       this.hashes.set(e.rel, h);
     }
     return h;
+  }
+}
+
+const CHUNK = 1 << 20;
+let chunk: Buffer | undefined;
+
+/** Small files in one read; big ones through one reused 1 MiB buffer, so memory stays flat. */
+function hashFile(hash: ReturnType<typeof createHash>, path: string, size: number): void {
+  if (size <= CHUNK) {
+    hash.update(readFileSync(path));
+    return;
+  }
+  chunk ??= Buffer.allocUnsafe(CHUNK);
+  const fd = openSync(path, "r");
+  try {
+    for (let n; (n = readSync(fd, chunk, 0, CHUNK, null)) > 0; ) hash.update(chunk.subarray(0, n));
+  } finally {
+    closeSync(fd);
   }
 }
 
