@@ -21,4 +21,5 @@ exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/runtime.test.ts \
   test/build-parser.test.ts \
   test/build.test.ts \
-  test/registry.test.ts
+  test/registry.test.ts \
+  test/registry-roundtrip.test.ts
