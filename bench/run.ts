@@ -596,7 +596,7 @@ async function benchCommit(): Promise<void> {
 // ---- pull and push: the unpack fixture through a local docker-registry ------
 
 /** A docker-registry on a free loopback port, with no blob-descriptor cache (so wiping its storage empties it); stopped at exit. */
-async function startBenchRegistry(work: string): Promise<{ host: string; storage: string; wipe: () => void }> {
+async function startPullRegistry(work: string): Promise<{ host: string; storage: string; wipe: () => void }> {
   const net = await import("node:net");
   const port = await new Promise<number>((resolve) => {
     const srv = net.createServer().listen(0, "127.0.0.1", () => {
@@ -628,7 +628,7 @@ async function registryFixture(work: string): Promise<{ host: string; ref: strin
     console.error(`# registry: building ${archive} once`);
     await buildUnpackArchive(archive);
   }
-  const reg = await startBenchRegistry(work);
+  const reg = await startPullRegistry(work);
   const ref = `${reg.host}/bench/unpack:latest`;
   sh(["skopeo", "copy", "-q", "--dest-tls-verify=false", `docker-archive:${archive}`, `docker://${ref}`]);
   return { host: reg.host, ref, wipe: reg.wipe };
