@@ -232,9 +232,11 @@ export class ContainerRuntime {
    */
   private async supervise(c: Container, rt: OciRuntime, p: Prepared, io: { stdin: boolean; passthrough: boolean }, started: (err: StartError | undefined) => void): Promise<number> {
     const tty = c.config.Tty;
-    const stdio: StdioOptions = tty ? "inherit" : [io.stdin ? "inherit" : "ignore", "pipe", "pipe"];
+    // Attached to a --rm container, whose logs go with it, the output goes straight to ours: nothing to record.
+    const direct = tty || (io.passthrough && c.hostConfig.AutoRemove);
+    const stdio: StdioOptions = tty ? "inherit" : [io.stdin ? "inherit" : "ignore", direct ? "inherit" : "pipe", direct ? "inherit" : "pipe"];
     const child = rt.run(c.id, p.bundle, stdio, p.pidFile, p.runtimeLog);
-    const log = tty ? undefined : new LogWriter(this.logPath(c));
+    const log = direct ? undefined : new LogWriter(this.logPath(c));
     for (const [stream, fd] of [["stdout", 1], ["stderr", 2]] as const) {
       child[stream]?.on("data", (chunk: Buffer) => {
         log!.write(stream, chunk);
