@@ -75,6 +75,16 @@ export interface DiskUsage {
   containers: { id: string; name: string; image: string; bytes: number; inodes: number }[];
 }
 
+/**
+ * Layers unpack applies at once, each in its own thread: two, as a small
+ * machine has cores, and few enough that unpack stays under 150 MB however
+ * many cores there are (a thread streaming a layer costs some 25 MB).
+ */
+const UNPACK_THREADS = 2;
+
+/** Bytes gathered before a new layer's tar goes on to gzip and the applier. */
+const TEE_BATCH = 256 << 10;
+
 interface NewLayer {
   pending: PendingBlob;
   digest: Digest;
@@ -154,30 +164,32 @@ export class Engine {
 
   /**
    * Unpacks an image's layers into snapshots, once per chainID: layers
-   * another image already unpacked are shared. With overlay the missing
-   * layers are applied side by side (a layer's diff does not depend on what
-   * is below it) and stacked as they are committed; vfs copies the parent,
-   * so it goes one layer after the other. Returns the top chainID.
+   * another image already unpacked are shared. Each layer is applied in a
+   * worker thread (see ./layer-worker.ts). With overlay the missing layers
+   * are applied side by side, one per core (a layer's diff does not depend
+   * on what is below it), and stacked as they are committed; vfs copies the
+   * parent, so it goes one layer after the other. Returns the top chainID.
    */
   async unpack(ref: string | StoreImage): Promise<string | undefined> {
     const img = typeof ref === "string" ? this.image(ref) : ref;
-    const layers = await img.layers();
     const sn = this.snapshots;
     await sn.cleanup();
-    const chains = (await img.layerRows()).map((l) => l.chain_id);
-    if (layers.length === 0) return undefined;
-    const missing = layers.map((l, i) => ({ layer: l, chain: chains[i], parent: i ? chains[i - 1] : undefined })).filter((x) => !sn.has(x.chain));
+    const rows = await img.layerRows();
+    const chains = rows.map((l) => l.chain_id);
+    if (rows.length === 0) return undefined;
+    const missing = rows.map((row, i) => ({ row, chain: chains[i], parent: i ? chains[i - 1] : undefined })).filter((x) => !sn.has(x.chain));
     if (missing.length === 0) return chains[chains.length - 1];
-    const { applyLayer } = await import("../archive/extract.js");
+    const { LayerWorker } = await import("./layer-worker.js");
     const apply = async (x: (typeof missing)[number], parent: string | undefined) => {
       const key = `extract-${randomBytes(6).toString("hex")}-${x.chain}`;
       await sn.prepare(key, parent);
       try {
         const target = await sn.applyTarget(key);
-        await applyLayer(await x.layer.uncompressed(), target.dir, { whiteouts: target.whiteouts });
+        if (process.env.XINPROC) await (await import("../archive/extract.js")).applyLayer(await storeLayer(this.content, x.row).uncompressed(), target.dir, { whiteouts: target.whiteouts });
+        else await new LayerWorker({ source: { kind: "blob", contentRoot: this.content.root, layer: x.row }, dir: target.dir, whiteouts: target.whiteouts }).done;
       } catch (e) {
         await sn.remove(key).catch(() => {});
-        throw wrap(e, "IO", `unpack layer ${x.layer.digest}`);
+        throw wrap(e, "IO", `unpack layer ${x.row.digest}`);
       }
       return key;
     };
@@ -204,8 +216,8 @@ export class Engine {
           }
         }
       };
-      // Both workers finish before anything is decided, so a failure leaves no layer half-applied behind.
-      await Promise.all([worker(), worker()]);
+      // All workers finish before anything is decided, so a failure leaves no layer half-applied behind.
+      await Promise.all(Array.from({ length: Math.min(missing.length, UNPACK_THREADS) }, worker));
       if (failure !== undefined) {
         for (const k of keys) if (k) await sn.remove(k).catch(() => {});
         throw failure;
@@ -649,28 +661,101 @@ export class Engine {
     const c = this.containers.get(ref);
     const img = this.image(c.image);
     const [base, rows] = await Promise.all([img.config(), img.layerRows()]);
-    const layer = await this.ingestLayer(await this.containers.changesetTar(c), "none");
+    // The new layer's snapshot is applied from the tar as it is written (in a worker thread, over the
+    // image's unpacked layers), rather than unpacked again from the stored blob afterwards.
+    const parent = await this.unpack(img);
+    const sn = this.snapshots;
+    const key = `commit-${randomBytes(6).toString("hex")}`;
+    await sn.prepare(key, parent);
+    let keep = false;
     try {
-      const { sourceDateEpoch } = await import("../archive/compression.js");
-      const epoch = sourceDateEpoch();
-      const created = (epoch !== undefined ? new Date(epoch * 1000) : new Date()).toISOString();
-      const config: ImageConfig = structuredClone(base);
-      config.created = created;
-      if (opts.author !== undefined) config.author = opts.author;
-      config.config = { ...(config.config ?? {}) };
-      if (opts.changes?.length) {
-        const { applyChange } = await import("./changes.js");
-        for (const ch of opts.changes) applyChange(config.config, ch);
+      const layer = await this.writeAndApply(await this.containers.changesetTar(c), await sn.applyTarget(key));
+      try {
+        const { sourceDateEpoch } = await import("../archive/compression.js");
+        const epoch = sourceDateEpoch();
+        const created = (epoch !== undefined ? new Date(epoch * 1000) : new Date()).toISOString();
+        const config: ImageConfig = structuredClone(base);
+        config.created = created;
+        if (opts.author !== undefined) config.author = opts.author;
+        config.config = { ...(config.config ?? {}) };
+        if (opts.changes?.length) {
+          const { applyChange } = await import("./changes.js");
+          for (const ch of opts.changes) applyChange(config.config, ch);
+        }
+        config.rootfs = { type: "layers", diff_ids: [...base.rootfs.diff_ids, layer.diffId] };
+        const cmd = [...(c.config.Entrypoint ?? []), ...(c.config.Cmd ?? [])].join(" ");
+        config.history = [...(base.history ?? []), { created, created_by: cmd, ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}) }];
+        const family = img.mediaType === MediaType.DockerManifest ? "docker" : "oci";
+        const prepared = await this.storeImage(config, rows, layer, family, tag);
+        const chain = prepared.layers[prepared.layers.length - 1].chainId;
+        try {
+          await sn.commit(chain, key);
+          keep = true;
+        } catch (e) {
+          // The same layer unpacked already (another process, or an identical commit): that one serves.
+          if (!isStrataError(e, "ALREADY_EXISTS")) throw e;
+        }
+        return prepared;
+      } finally {
+        await layer.pending.abort();
       }
-      config.rootfs = { type: "layers", diff_ids: [...base.rootfs.diff_ids, layer.diffId] };
-      const cmd = [...(c.config.Entrypoint ?? []), ...(c.config.Cmd ?? [])].join(" ");
-      config.history = [...(base.history ?? []), { created, created_by: cmd, ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}) }];
-      const family = img.mediaType === MediaType.DockerManifest ? "docker" : "oci";
-      const prepared = await this.storeImage(config, rows, layer, family, tag);
-      await this.unpack(prepared.manifest.digest);
-      return prepared;
     } finally {
-      await layer.pending.abort();
+      if (!keep) await sn.remove(key).catch(() => {});
+    }
+  }
+
+  /**
+   * Ingests an uncompressed layer tar (as ingestLayer) while applyLayer
+   * applies the same bytes into `target`; resolves once both are done.
+   */
+  private async writeAndApply(tar: Readable, target: { dir: string; whiteouts: "overlay" | "apply" }): Promise<NewLayer> {
+    const [{ applyLayer }, { PassThrough, Transform }] = await Promise.all([import("../archive/extract.js"), import("node:stream")]);
+    const toApply = new PassThrough();
+    // A tar writer emits a header, a body and padding per entry: gathered into
+    // large chunks, gzip (a thread-pool round trip per chunk) and the applier
+    // each see a few hundred chunks instead of tens of thousands.
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const send = (push: (b: Buffer) => void, cb: (e?: Error | null) => void) => {
+      const chunk = batch.length === 1 ? batch[0] : Buffer.concat(batch, batched);
+      batch = [];
+      batched = 0;
+      push(chunk);
+      if (toApply.write(chunk)) cb();
+      else toApply.once("drain", () => cb());
+    };
+    const tee = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        batch.push(chunk);
+        batched += chunk.length;
+        if (batched < TEE_BATCH) cb();
+        else send((b) => this.push(b), cb);
+      },
+      flush(cb) {
+        const end = () => {
+          toApply.end();
+          cb();
+        };
+        if (batched > 0) send((b) => this.push(b), end);
+        else end();
+      },
+    });
+    tar.on("error", (e) => tee.destroy(e));
+    tar.pipe(tee);
+    const applied = applyLayer(toApply, target.dir, { whiteouts: target.whiteouts });
+    // Whichever side fails first stops the other.
+    applied.catch((e) => tee.destroy(e));
+    let layer: NewLayer | undefined;
+    try {
+      layer = await this.ingestLayer(tee, "none");
+      await applied;
+      return layer;
+    } catch (e) {
+      tar.destroy();
+      toApply.destroy();
+      await applied.catch(() => {});
+      await layer?.pending.abort();
+      throw e;
     }
   }
 
