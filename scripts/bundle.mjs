@@ -10,33 +10,27 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
 
-/** Bundles `entry` as `target`, built beside the old file and renamed over it, so a CLI running meanwhile never finds it missing. */
-async function bundle(entry, target) {
-  const outfile = `${target}.tmp-${process.pid}`;
-  await build({
-    entryPoints: [entry],
-    outfile,
-    bundle: true,
-    format: "cjs",
-    platform: "node",
-    target: "node20",
-    // better-sqlite3's JavaScript is bundled too; its native addon is loaded by path (metastore's nativeBinding).
-    define: { "import.meta.url": "__strataModuleUrl" },
-    banner: { js: 'const __strataModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
-    logLevel: "warning",
-  });
-  // Lazy builtins: import("node:x") → require, so the bundle runs as a plain script (and can use a code cache).
-  const code = readFileSync(outfile, "utf8").replace(/\bimport\("(node:[a-z_/]+)"\)/g, 'Promise.resolve(require("$1"))');
-  if (/\bimport\(/.test(code)) throw new Error(`${target} still has a dynamic import()`);
-  writeFileSync(outfile, code);
-  renameSync(outfile, target);
-}
-
+// Built beside the old bundle and renamed over it, so a CLI running meanwhile never finds it missing.
 const target = "dist/bundle/strata.cjs";
-// The layer worker (src/engine/layer-worker.ts finds it beside the bundle) first: the new CLI may start it at once.
-await bundle("src/engine/unpack-worker.ts", "dist/bundle/unpack-worker.cjs");
+const outfile = `${target}.tmp-${process.pid}`;
+await build({
+  entryPoints: ["src/cli/main.ts"],
+  outfile,
+  bundle: true,
+  format: "cjs",
+  platform: "node",
+  target: "node20",
+  // better-sqlite3's JavaScript is bundled too; its native addon is loaded by path (metastore's nativeBinding).
+  define: { "import.meta.url": "__strataModuleUrl" },
+  banner: { js: 'const __strataModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  logLevel: "warning",
+});
+// Lazy builtins: import("node:x") → require, so the bundle runs as a plain script (and can use a code cache).
+const code = readFileSync(outfile, "utf8").replace(/\bimport\("(node:[a-z_/]+)"\)/g, 'Promise.resolve(require("$1"))');
+if (/\bimport\(/.test(code)) throw new Error("bundle still has a dynamic import()");
+writeFileSync(outfile, code);
 rmSync(`${target}.cache`, { force: true });
-await bundle("src/cli/main.ts", target);
+renameSync(outfile, target);
 
 // Warm the code cache with a real run of the commonest commands.
 const root = mkdtempSync(join(tmpdir(), "strata-cache-"));

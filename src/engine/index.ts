@@ -75,13 +75,6 @@ export interface DiskUsage {
   containers: { id: string; name: string; image: string; bytes: number; inodes: number }[];
 }
 
-/**
- * Layers unpack applies at once, each in its own thread: two, as a small
- * machine has cores, and few enough that unpack stays under 150 MB however
- * many cores there are (a thread streaming a layer costs some 25 MB).
- */
-const UNPACK_THREADS = 2;
-
 /** Bytes gathered before a new layer's tar goes on to gzip and the applier. */
 const TEE_BATCH = 256 << 10;
 
@@ -164,32 +157,30 @@ export class Engine {
 
   /**
    * Unpacks an image's layers into snapshots, once per chainID: layers
-   * another image already unpacked are shared. Each layer is applied in a
-   * worker thread (see ./layer-worker.ts). With overlay the missing layers
-   * are applied side by side, one per core (a layer's diff does not depend
-   * on what is below it), and stacked as they are committed; vfs copies the
-   * parent, so it goes one layer after the other. Returns the top chainID.
+   * another image already unpacked are shared. With overlay the missing
+   * layers are applied side by side (a layer's diff does not depend on what
+   * is below it) and stacked as they are committed; vfs copies the parent,
+   * so it goes one layer after the other. Returns the top chainID.
    */
   async unpack(ref: string | StoreImage): Promise<string | undefined> {
     const img = typeof ref === "string" ? this.image(ref) : ref;
+    const layers = await img.layers();
     const sn = this.snapshots;
     await sn.cleanup();
-    const rows = await img.layerRows();
-    const chains = rows.map((l) => l.chain_id);
-    if (rows.length === 0) return undefined;
-    const missing = rows.map((row, i) => ({ row, chain: chains[i], parent: i ? chains[i - 1] : undefined })).filter((x) => !sn.has(x.chain));
+    const chains = (await img.layerRows()).map((l) => l.chain_id);
+    if (layers.length === 0) return undefined;
+    const missing = layers.map((l, i) => ({ layer: l, chain: chains[i], parent: i ? chains[i - 1] : undefined })).filter((x) => !sn.has(x.chain));
     if (missing.length === 0) return chains[chains.length - 1];
-    const { LayerWorker } = await import("./layer-worker.js");
+    const { applyLayer } = await import("../archive/extract.js");
     const apply = async (x: (typeof missing)[number], parent: string | undefined) => {
       const key = `extract-${randomBytes(6).toString("hex")}-${x.chain}`;
       await sn.prepare(key, parent);
       try {
         const target = await sn.applyTarget(key);
-        if (process.env.XINPROC) await (await import("../archive/extract.js")).applyLayer(await storeLayer(this.content, x.row).uncompressed(), target.dir, { whiteouts: target.whiteouts });
-        else await new LayerWorker({ source: { kind: "blob", contentRoot: this.content.root, layer: x.row }, dir: target.dir, whiteouts: target.whiteouts }).done;
+        await applyLayer(await x.layer.uncompressed(), target.dir, { whiteouts: target.whiteouts });
       } catch (e) {
         await sn.remove(key).catch(() => {});
-        throw wrap(e, "IO", `unpack layer ${x.row.digest}`);
+        throw wrap(e, "IO", `unpack layer ${x.layer.digest}`);
       }
       return key;
     };
@@ -216,8 +207,8 @@ export class Engine {
           }
         }
       };
-      // All workers finish before anything is decided, so a failure leaves no layer half-applied behind.
-      await Promise.all(Array.from({ length: Math.min(missing.length, UNPACK_THREADS) }, worker));
+      // Both workers finish before anything is decided, so a failure leaves no layer half-applied behind.
+      await Promise.all([worker(), worker()]);
       if (failure !== undefined) {
         for (const k of keys) if (k) await sn.remove(k).catch(() => {});
         throw failure;
@@ -661,8 +652,8 @@ export class Engine {
     const c = this.containers.get(ref);
     const img = this.image(c.image);
     const [base, rows] = await Promise.all([img.config(), img.layerRows()]);
-    // The new layer's snapshot is applied from the tar as it is written (in a worker thread, over the
-    // image's unpacked layers), rather than unpacked again from the stored blob afterwards.
+    // The new layer's snapshot is applied, over the image's unpacked layers, from the tar as it is
+    // written: not unpacked again afterwards from the stored blob (read, gunzip, hash twice).
     const parent = await this.unpack(img);
     const sn = this.snapshots;
     const key = `commit-${randomBytes(6).toString("hex")}`;
