@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -256,8 +256,8 @@ test("hardlinks read their target's content, even once the target is whited out"
   const l0 = await layerTar([
     { name: "bin/", type: "directory" },
     { name: "bin/busybox", content: "BUSYBOX", mode: 0o755, uid: 7 },
-    { name: "bin/sh", type: "link", linkname: "bin/busybox" },
-    { name: "bin/ash", type: "link", linkname: "./bin/sh" },
+    { name: "bin/sh", type: "link", linkname: "bin/busybox", mode: 0o755, uid: 7 },
+    { name: "bin/ash", type: "link", linkname: "./bin/sh", mode: 0o755, uid: 7 },
   ]);
   const l1 = await layerTar([{ name: "bin/.wh.busybox" }]);
   const { root, view } = await loadImage(t, [l0, l1]);
@@ -280,6 +280,45 @@ test("hardlinks read their target's content, even once the target is whited out"
   const v3 = new UnionView([memLayer(await layerTar([{ name: "orphan", type: "link", linkname: "nowhere" }]))]);
   assert.equal((await v3.stat("/orphan")).type, "hardlink");
   await rejectsWith(v3.readFile("/orphan"), "INVALID_ARCHIVE", /hardlink target \/nowhere/);
+});
+
+/** A path's metadata as lstat shows it, in the union view's terms. */
+function statRec(abs: string): { mode: number; uid: number; gid: number; size: number; mtime: number } {
+  const st = lstatSync(abs);
+  return { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: st.size, mtime: Math.floor(st.mtimeMs / 1000) };
+}
+
+test("a hardlink header's mode, owner and mtime apply to the shared inode: the union view shows what an overlay mount shows", { skip: process.getuid?.() !== 0 ? "needs root for overlay mounts" : false }, async (t) => {
+  const l0 = await layerTar([
+    { name: "bin/", type: "directory" },
+    { name: "bin/busybox", content: "BUSYBOX", mode: 0o755, uid: 7, gid: 8, mtime: 1000 },
+    // Each link header differs from its target; the last one naming the inode wins, for every path to it.
+    { name: "bin/sh", type: "link", linkname: "bin/busybox", mode: 0o700, uid: 1, gid: 2, mtime: 2000 },
+    { name: "bin/ash", type: "link", linkname: "bin/sh", mode: 0o4750, uid: 3, gid: 4, mtime: 3000 },
+    { name: "etc/", type: "directory" },
+    { name: "etc/conf", content: "c", mode: 0o600, mtime: 500 },
+    { name: "etc/conf.link", type: "link", linkname: "etc/conf", mode: 0o644, uid: 5, gid: 6, mtime: 600 },
+  ]);
+  // A later layer deletes one path of each inode: the other paths keep the link header's metadata.
+  const l1 = await layerTar([{ name: "bin/.wh.busybox" }, { name: "etc/.wh.conf.link" }]);
+  const { root, view } = await loadImage(t, [l0, l1]);
+  const id = ok(strata(root, ["create", "u:1"])).stdout.trim();
+  t.after(() => {
+    strata(root, ["umount", id]);
+    strata(root, ["rm", id]);
+  });
+  const merged = ok(strata(root, ["mount", id])).stdout.trim();
+  assert.match(readFileSync("/proc/mounts", "utf8"), new RegExp(` ${merged} overlay `), "the container root is an overlay mount");
+  try {
+    for (const p of ["/bin/sh", "/bin/ash", "/etc/conf"]) {
+      const e = await view.stat(p);
+      assert.deepEqual({ mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime.getTime() / 1000 }, statRec(join(merged, p)), `${p}: union view vs overlay mount`);
+    }
+    assert.deepEqual(statRec(join(merged, "bin/sh")), { mode: 0o4750, uid: 3, gid: 4, size: 7, mtime: 3000 }, "the last link header's metadata");
+    assert.deepEqual(statRec(join(merged, "etc/conf")), { mode: 0o644, uid: 5, gid: 6, size: 1, mtime: 600 }, "the link's metadata on its target, the link itself deleted");
+  } finally {
+    ok(strata(root, ["umount", id]));
+  }
 });
 
 test("entries whose parents are missing from the tar get implicit 0755 root:root parents", async (t) => {
@@ -666,10 +705,22 @@ function run(cmd: string, args: string[]): void {
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.stderr.toString().trim() || `exit ${r.status}`}`);
 }
 
-/** A layer as overlayfs wants it: `tar -x` into its own directory, then whiteouts as 0/0 devices and opaque xattrs. */
-function extractLayer(tar: string, dir: string): void {
+/**
+ * A layer as overlayfs wants it: `tar -x` into its own directory, then
+ * whiteouts as 0/0 devices and opaque xattrs. GNU tar leaves a hardlinked
+ * inode as its first header made it; layer extraction (Docker's rule, and
+ * strata's) applies each link header's owner and mode to the inode, so that
+ * is done here after tar, in the tar's order.
+ */
+function extractLayer(tar: string, dir: string, entries: Ent[]): void {
   mkdirSync(dir);
   run("sh", ["-c", 'umask 022 && exec tar --numeric-owner -xpf "$1" -C "$2"', "sh", tar, dir]);
+  for (const e of entries) {
+    if (e.type !== "link") continue;
+    const abs = join(dir, e.name.replace(/^(\.\/)+/, ""));
+    lchownSync(abs, e.uid ?? 0, e.gid ?? 0);
+    chmodSync(abs, e.mode ?? 0o644);
+  }
   const convert = (rel: string) => {
     for (const name of readdirSync(join(dir, rel))) {
       const abs = join(dir, rel, name);
@@ -701,8 +752,7 @@ const SEEDS = Array.from({ length: 24 }, (_, i) => 1000 + i * 7919);
 /**
  * A layer as a tar writer makes it from a tree, for a driver that applies
  * each layer over a copy of its parent (vfs, like Docker's): every directory
- * named before what it holds, and hardlinks carrying their target's
- * metadata (they are one inode). Applied over a parent, an implicit parent
+ * named before what it holds. Applied over a parent, an implicit parent
  * merges with (or follows, or is refused by) what the parent has there, so
  * the generator's implicit and out-of-order parents are written out: as
  * 0755 root:root, what `tar -x` makes of an implicit parent, so each layer's
@@ -730,11 +780,7 @@ function canonicalLayer(layer: Ent[]): Ent[] {
     else if (e.type === "link") links.push(e);
     else out.push({ ...e, name: p });
   }
-  for (const l of links) {
-    let target = byName.get(strip(l.linkname!));
-    while (target?.type === "link") target = byName.get(strip(target.linkname!));
-    out.push({ ...l, name: strip(l.name), mode: target?.mode, uid: target?.uid, gid: target?.gid });
-  }
+  for (const l of links) out.push({ ...l, name: strip(l.name) });
   return out;
 }
 
@@ -790,7 +836,7 @@ for (const seed of SEEDS) {
     for (const [i, tar] of tars.entries()) {
       const file = join(work, `layer${i}.tar`);
       writeFileSync(file, tar);
-      extractLayer(file, join(work, `l${i}`));
+      extractLayer(file, join(work, `l${i}`), stack[i]);
       lowers.unshift(join(work, `l${i}`));
     }
     mkdirSync(join(work, "empty"));

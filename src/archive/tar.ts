@@ -204,8 +204,11 @@ export class LayerWriter {
     return out;
   }
 
-  private entry(h: TarHeader): Promise<void> {
-    return new Promise<void>((resolve, reject) => this.pack.entry(h, Buffer.alloc(0), (err) => (err ? reject(err) : resolve())));
+  /** One entry whose whole body is in hand; a pack destroyed meanwhile (reader gone) fails it rather than the process. */
+  private entry(h: TarHeader, body = Buffer.alloc(0)): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.pack.entry(h, body, (err) => (err ? reject(err) : resolve())).on("error", reject);
+    });
   }
 
   /**
@@ -231,7 +234,7 @@ export class LayerWriter {
         // Small files in one read: a stream would allocate a full read buffer per file (GC churn on 10,000-file layers).
         const body = readFileSync(abs);
         if (body.length !== st.size) throw new StrataError("IO", `pack ${relPath}: the file changed size while being read`);
-        await new Promise<void>((resolve, reject) => this.pack.entry(this.withXattrs({ ...h, type: "file", size: st.size }, xattrs), body, (err) => (err ? reject(err) : resolve())));
+        await this.entry(this.withXattrs({ ...h, type: "file", size: st.size }, xattrs), body);
         return;
       }
       await new Promise<void>((resolve, reject) => {

@@ -84,7 +84,7 @@ export class ContentStore {
       if (isErrno(e, "ENOENT")) throw new StrataError("NOT_FOUND", `blob ${d} not found in the content store`, { cause: e });
       throw wrap(e, "IO", `open blob ${d}`);
     }
-    const src = fh.createReadStream({ highWaterMark: 1 << 20 });
+    const src = fh.createReadStream({ highWaterMark: 256 << 10 });
     const { VerifyStream } = await import("../digest/stream.js");
     const verify = new VerifyStream({ digest: d, size: expectedSize }, `blob ${d}`);
     src.on("error", (e) => verify.destroy(e));

@@ -76,6 +76,9 @@ export interface DiskUsage {
   containers: { id: string; name: string; image: string; bytes: number; inodes: number }[];
 }
 
+/** Bytes gathered before a new layer's tar goes on to gzip and the applier. */
+const TEE_BATCH = 256 << 10;
+
 export interface NewLayer {
   pending: PendingBlob;
   digest: Digest;
@@ -673,28 +676,101 @@ export class Engine {
     const c = this.containers.get(ref);
     const img = this.image(c.image);
     const [base, rows] = await Promise.all([img.config(), img.layerRows()]);
-    const layer = await this.ingestLayer(await this.containers.changesetTar(c), "none");
+    // The new layer's snapshot is applied, over the image's unpacked layers, from the tar as it is
+    // written: not unpacked again afterwards from the stored blob (read, gunzip, hash twice).
+    const parent = await this.unpack(img);
+    const sn = this.snapshots;
+    const key = `commit-${randomBytes(6).toString("hex")}`;
+    await sn.prepare(key, parent);
+    let keep = false;
     try {
-      const { sourceDateEpoch } = await import("../archive/compression.js");
-      const epoch = sourceDateEpoch();
-      const created = (epoch !== undefined ? new Date(epoch * 1000) : new Date()).toISOString();
-      const config: ImageConfig = structuredClone(base);
-      config.created = created;
-      if (opts.author !== undefined) config.author = opts.author;
-      config.config = { ...(config.config ?? {}) };
-      if (opts.changes?.length) {
-        const { applyChange } = await import("./changes.js");
-        for (const ch of opts.changes) applyChange(config.config, ch);
+      const layer = await this.writeAndApply(await this.containers.changesetTar(c), await sn.applyTarget(key));
+      try {
+        const { sourceDateEpoch } = await import("../archive/compression.js");
+        const epoch = sourceDateEpoch();
+        const created = (epoch !== undefined ? new Date(epoch * 1000) : new Date()).toISOString();
+        const config: ImageConfig = structuredClone(base);
+        config.created = created;
+        if (opts.author !== undefined) config.author = opts.author;
+        config.config = { ...(config.config ?? {}) };
+        if (opts.changes?.length) {
+          const { applyChange } = await import("./changes.js");
+          for (const ch of opts.changes) applyChange(config.config, ch);
+        }
+        config.rootfs = { type: "layers", diff_ids: [...base.rootfs.diff_ids, layer.diffId] };
+        const cmd = [...(c.config.Entrypoint ?? []), ...(c.config.Cmd ?? [])].join(" ");
+        config.history = [...(base.history ?? []), { created, created_by: cmd, ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}) }];
+        const family = img.mediaType === MediaType.DockerManifest ? "docker" : "oci";
+        const prepared = await this.storeImage(config, rows, layer, family, tag);
+        const chain = prepared.layers[prepared.layers.length - 1].chainId;
+        try {
+          await sn.commit(chain, key);
+          keep = true;
+        } catch (e) {
+          // The same layer unpacked already (another process, or an identical commit): that one serves.
+          if (!isStrataError(e, "ALREADY_EXISTS")) throw e;
+        }
+        return prepared;
+      } finally {
+        await layer.pending.abort();
       }
-      config.rootfs = { type: "layers", diff_ids: [...base.rootfs.diff_ids, layer.diffId] };
-      const cmd = [...(c.config.Entrypoint ?? []), ...(c.config.Cmd ?? [])].join(" ");
-      config.history = [...(base.history ?? []), { created, created_by: cmd, ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}) }];
-      const family = img.mediaType === MediaType.DockerManifest ? "docker" : "oci";
-      const prepared = await this.storeImage(config, rows, layer, family, tag);
-      await this.unpack(prepared.manifest.digest);
-      return prepared;
     } finally {
-      await layer.pending.abort();
+      if (!keep) await sn.remove(key).catch(() => {});
+    }
+  }
+
+  /**
+   * Ingests an uncompressed layer tar (as ingestLayer) while applyLayer
+   * applies the same bytes into `target`; resolves once both are done.
+   */
+  private async writeAndApply(tar: Readable, target: { dir: string; whiteouts: "overlay" | "apply" }): Promise<NewLayer> {
+    const [{ applyLayer }, { PassThrough, Transform }] = await Promise.all([import("../archive/extract.js"), import("node:stream")]);
+    const toApply = new PassThrough();
+    // A tar writer emits a header, a body and padding per entry: gathered into
+    // large chunks, gzip (a thread-pool round trip per chunk) and the applier
+    // each see a few hundred chunks instead of tens of thousands.
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const send = (push: (b: Buffer) => void, cb: (e?: Error | null) => void) => {
+      const chunk = batch.length === 1 ? batch[0] : Buffer.concat(batch, batched);
+      batch = [];
+      batched = 0;
+      push(chunk);
+      if (toApply.write(chunk)) cb();
+      else toApply.once("drain", () => cb());
+    };
+    const tee = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        batch.push(chunk);
+        batched += chunk.length;
+        if (batched < TEE_BATCH) cb();
+        else send((b) => this.push(b), cb);
+      },
+      flush(cb) {
+        const end = () => {
+          toApply.end();
+          cb();
+        };
+        if (batched > 0) send((b) => this.push(b), end);
+        else end();
+      },
+    });
+    tar.on("error", (e) => tee.destroy(e));
+    tar.pipe(tee);
+    const applied = applyLayer(toApply, target.dir, { whiteouts: target.whiteouts });
+    // Whichever side fails first stops the other.
+    applied.catch((e) => tee.destroy(e));
+    let layer: NewLayer | undefined;
+    try {
+      layer = await this.ingestLayer(tee, "none");
+      await applied;
+      return layer;
+    } catch (e) {
+      tar.destroy();
+      toApply.destroy();
+      await applied.catch(() => {});
+      await layer?.pending.abort();
+      throw e;
     }
   }
 

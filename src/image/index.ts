@@ -69,6 +69,8 @@ export function storeLayer(content: ContentStore, r: ImageLayerRow): Layer {
     uncompressedSize: r.uncompressed_size,
     open: () => content.open(r.digest, r.size),
     uncompressed: async () => {
+      // A blob stored uncompressed is its own diff: the store's verified read checks it once.
+      if (r.digest === r.diff_id && r.size === r.uncompressed_size) return content.open(r.digest, r.size);
       const [{ decompress }, { VerifyStream }] = await Promise.all([import("../archive/compression.js"), import("../digest/stream.js")]);
       const plain = await decompress(await content.open(r.digest, r.size));
       const verify = new VerifyStream({ digest: r.diff_id, size: r.uncompressed_size }, `layer ${r.digest} (uncompressed)`);

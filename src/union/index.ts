@@ -117,14 +117,23 @@ function copyDirAttrs(to: Node, from: Node): void {
   to.ordinal = from.ordinal;
 }
 
-/** A hardlink shares its source's inode: same content, permissions and owner. */
+/**
+ * A hardlink shares its source's inode: same content, permissions, owner
+ * and times. The link header's own mode, owner and mtime are applied to that
+ * inode, as layer extraction does (Docker's rule: the last header naming the
+ * inode wins), so the source and every other link to it show them too.
+ */
 function linkTo(link: Node, source: Node): void {
   link.data = source;
-  link.bits = (HARDLINK << 12) | (source.bits & 0o7777);
-  link.uid = source.uid;
-  link.gid = source.gid;
-  link.size = source.size;
-  link.mtime = source.mtime;
+  source.bits = (source.bits & ~0o7777) | (link.bits & 0o7777);
+  source.uid = link.uid;
+  source.gid = link.gid;
+  source.mtime = link.mtime;
+}
+
+/** The node holding a path's metadata: a resolved hardlink's shared inode, else the node itself. */
+function inodeOf(n: Node): Node {
+  return n.type === HARDLINK && n.data instanceof Node ? n.data : n;
 }
 
 /** The sha256 of every regular file, 32 bytes each in one buffer rather than a string per file. */
@@ -296,6 +305,11 @@ async function indexLayer(layer: UnionLayer, li: number, digests: DigestArena, s
           if (target.length === 0) throw invalid(layer, `${h.name}: empty hardlink target`);
           node.link = "/" + target.join("/");
           const found = lookupNoFollow(tree.root, target);
+          if (found !== undefined && found === existing) {
+            // A link to itself changes nothing (extraction leaves the path as it is).
+            entry.resume();
+            continue;
+          }
           if (found?.type === FILE) linkTo(node, found);
           else if (found?.type === HARDLINK && found.data instanceof Node) linkTo(node, found.data);
           else if (found?.type === HARDLINK) tree.lowerLinks.push({ node, target: components(found.link!, () => invalid(layer, "bad link")) });
@@ -400,14 +414,15 @@ export class UnionView {
   }
 
   private entry(path: string, n: Node): UnionEntry {
+    const inode = inodeOf(n);
     const e: UnionEntry = {
       path,
       type: TYPE_NAMES[n.type],
-      mode: n.bits & 0o7777,
-      uid: n.uid,
-      gid: n.gid,
-      size: n.size,
-      mtime: new Date(n.mtime * 1000),
+      mode: inode.bits & 0o7777,
+      uid: inode.uid,
+      gid: inode.gid,
+      size: inode.size,
+      mtime: new Date(inode.mtime * 1000),
       layer: n.layer,
       implicit: n.ordinal < 0,
     };
