@@ -138,7 +138,7 @@ export class Builder {
   constructor(
     private readonly engine: Engine,
     private readonly opts: BuildOptions,
-    private readonly dockerfileText: string,
+    dockerfileText: string,
     private readonly ignore: (rel: string) => boolean,
   ) {
     const parsed = parse(dockerfileText);
@@ -374,8 +374,12 @@ export class Builder {
       case "label": {
         if (words.length % 2) throw new BuildError(node, "LABEL requires name=value pairs");
         cfg.Labels = { ...(cfg.Labels ?? {}) };
-        for (let i = 0; i < words.length; i += 2) cfg.Labels[words[i]] = words[i + 1];
-        this.emptyHistory(st, `LABEL ${node.next.reduce<string[]>((a, w, i) => (i % 2 ? a : [...a, `${words[i]}=${words[i + 1]}`]), []).join(" ")}`);
+        const pairs: string[] = [];
+        for (let i = 0; i < words.length; i += 2) {
+          cfg.Labels[words[i]] = words[i + 1];
+          pairs.push(`${words[i]}=${words[i + 1]}`);
+        }
+        this.emptyHistory(st, `LABEL ${pairs.join(" ")}`);
         break;
       }
       case "maintainer":

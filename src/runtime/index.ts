@@ -354,7 +354,7 @@ export class ContainerRuntime {
     const c = typeof ref === "string" ? this.get(ref) : ref;
     if (c.state.Status === "running") return c;
     if (c.config.Tty) throw new StrataError("UNSUPPORTED", "a detached container with a terminal (-d -t) is not supported yet: run it attached with -it");
-    const rt = this.runtime(c.hostConfig.Runtime);
+    this.runtime(c.hostConfig.Runtime); // fails here, before anything is mounted, when no runtime works
     let prepared = false;
     try {
       await this.prepare(c);
