@@ -3,7 +3,7 @@ import { StrataError } from "../errors/index.js";
 import type { Digest } from "../digest/index.js";
 import { parseManifest, type Descriptor, type Manifest } from "../oci/index.js";
 import { formatReference, parseReference, repositoryName, type Reference } from "../reference/index.js";
-import { RegistryClient, Repository, type RegistryOptions } from "../registry/client/registry.js";
+import { RegistryClient, Repository, skipBytes, type RegistryOptions } from "../registry/client/registry.js";
 import type { ProgressEvent } from "./pull.js";
 import type { Engine } from "./index.js";
 
@@ -50,7 +50,7 @@ export async function storeSource(engine: Engine, ref: string): Promise<SourceIm
     mediaType: img.mediaType,
     rawManifest: raw,
     manifest,
-    open: async (d, offset) => skip(await engine.content.open(d.digest, d.size), offset),
+    open: async (d, offset) => (offset ? skipBytes(await engine.content.open(d.digest, d.size), offset) : engine.content.open(d.digest, d.size)),
     mountCandidates: (d) => {
       const rows = engine.meta.db
         .prepare("SELECT DISTINCT t.name FROM tags t JOIN image_layers il ON il.image = t.image WHERE il.layer = ? OR t.image IN (SELECT digest FROM images WHERE config_digest = ?)")
@@ -58,27 +58,6 @@ export async function storeSource(engine: Engine, ref: string): Promise<SourceIm
       return [...new Set(rows.map((r) => repositoryName(parseReference(r.name))))];
     },
   };
-}
-
-/** Drops the first `n` bytes of a stream (the source stays verified over all of it). */
-async function skip(src: Readable, n: number): Promise<Readable> {
-  if (n === 0) return src;
-  const { Transform } = await import("node:stream");
-  let left = n;
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      if (left >= chunk.length) {
-        left -= chunk.length;
-        return cb();
-      }
-      const out = left ? chunk.subarray(left) : chunk;
-      left = 0;
-      cb(null, out);
-    },
-  });
-  src.on("error", (e) => t.destroy(e));
-  t.on("close", () => src.destroy());
-  return src.pipe(t);
 }
 
 /** `strata push IMAGE [DEST]`: the store's image to a registry, under DEST (default: its own name). */

@@ -454,7 +454,8 @@ function rangeEnd(range: string | string[] | undefined): number {
   return m ? Number(m[2]) + 1 : 0;
 }
 
-async function skipBytes(src: Readable, n: number): Promise<Readable> {
+/** Drops the first `n` bytes of a stream (the source stays verified over all of it); destroying the result closes the source. */
+export async function skipBytes(src: Readable, n: number): Promise<Readable> {
   const { Transform } = await import("node:stream");
   let left = n;
   const t = new Transform({
@@ -469,6 +470,7 @@ async function skipBytes(src: Readable, n: number): Promise<Readable> {
     },
   });
   src.on("error", (e) => t.destroy(e));
+  t.on("close", () => src.destroy());
   return src.pipe(t);
 }
 
