@@ -37,7 +37,7 @@ const OPAQUE = Buffer.from("y");
 
 type Header = tarStream.Header & { pax?: Record<string, string> | null };
 
-interface DirMeta {
+export interface DirMeta {
   mode: number;
   atime: number;
   mtime: number;
@@ -447,24 +447,33 @@ class Applier {
 
   /** Directory modes and times, deepest first; a directory replaced since it was made is skipped. */
   finish(): void {
-    const order = [...this.dirs.keys()].sort((a, b) => depth(b) - depth(a));
-    for (const rel of order) {
-      const m = this.dirs.get(rel)!;
-      let fd: number;
-      try {
-        fd = fs.openSync(this.scope.abs(rel), DIR_FLAGS);
-      } catch (e) {
-        if (isErrno(e, "ENOENT") || isErrno(e, "ENOTDIR") || isErrno(e, "ELOOP")) continue;
-        throw e;
-      }
-      try {
-        const st = fs.fstatSync(fd);
-        if (st.dev !== m.dev || st.ino !== m.ino) continue;
-        fs.fchmodSync(fd, m.mode);
-        fs.futimesSync(fd, m.atime, m.mtime);
-      } finally {
-        fs.closeSync(fd);
-      }
+    restoreDirs(this.scope, this.dirs);
+  }
+
+}
+
+/**
+ * Sets the recorded modes and times on directories made or merged by an
+ * extraction or a copy, deepest first (a parent's mtime last), through a
+ * no-follow handle; a directory replaced since it was recorded is skipped.
+ */
+export function restoreDirs(scope: RootScope, dirs: Map<string, DirMeta>): void {
+  for (const rel of [...dirs.keys()].sort((a, b) => depth(b) - depth(a))) {
+    const m = dirs.get(rel)!;
+    let fd: number;
+    try {
+      fd = fs.openSync(scope.abs(rel), DIR_FLAGS);
+    } catch (e) {
+      if (isErrno(e, "ENOENT") || isErrno(e, "ENOTDIR") || isErrno(e, "ELOOP")) continue;
+      throw e;
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (st.dev !== m.dev || st.ino !== m.ino) continue;
+      fs.fchmodSync(fd, m.mode);
+      fs.futimesSync(fd, m.atime, m.mtime);
+    } finally {
+      fs.closeSync(fd);
     }
   }
 }

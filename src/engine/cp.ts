@@ -7,7 +7,7 @@ import { StrataError, isErrno, isStrataError } from "../errors/index.js";
 import { nativeFs } from "../native/index.js";
 import { RootScope, entryComponents } from "../archive/safejoin.js";
 import { LayerWriter, paxXattrs, tarExtract } from "../archive/tar.js";
-import { drain } from "../archive/extract.js";
+import { drain, restoreDirs, type DirMeta } from "../archive/extract.js";
 import { isMounted, mountAll, unmount } from "../snapshot/mount.js";
 import type { Container } from "./containers.js";
 import type { Engine } from "./index.js";
@@ -426,7 +426,7 @@ type Header = tarStream.Header & { pax?: Record<string, string> | null };
 /** "keep": the tar's ids; "none": whoever runs the copy; or these ids for everything. */
 type Owner = "keep" | "none" | { uid: number; gid: number };
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY, S_IFCHR, S_IFBLK, S_IFIFO } = fsConstants;
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, S_IFCHR, S_IFBLK, S_IFIFO } = fsConstants;
 
 function headerNumber(h: Header, key: string, fallback: number): number {
   const v = h.pax?.[key];
@@ -446,7 +446,7 @@ function headerNumber(h: Header, key: string, fallback: number): number {
 class CopyExtractor {
   private readonly scope: RootScope;
   private readonly baseParts: string[];
-  private readonly dirs = new Map<string, { mode: number; atime: number; mtime: number; dev: number; ino: number }>();
+  private readonly dirs = new Map<string, DirMeta>();
   private readonly root = process.getuid?.() === 0;
   bytes = 0;
 
@@ -597,26 +597,9 @@ class CopyExtractor {
 
   /** Directory modes and times, deepest first, on the directories this copy made or merged (skipping any replaced since). */
   finish(): void {
-    const depth = (r: string) => (r === "" ? 0 : r.split("/").length);
-    for (const rel of [...this.dirs.keys()].sort((a, b) => depth(b) - depth(a))) {
-      const m = this.dirs.get(rel)!;
-      let fd: number;
-      try {
-        fd = fs.openSync(this.scope.abs(rel), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-      } catch (e) {
-        if (isErrno(e, "ENOENT") || isErrno(e, "ENOTDIR") || isErrno(e, "ELOOP")) continue;
-        throw e;
-      }
-      try {
-        const st = fs.fstatSync(fd);
-        if (st.dev !== m.dev || st.ino !== m.ino) continue;
-        fs.fchmodSync(fd, m.mode);
-        fs.futimesSync(fd, m.atime, m.mtime);
-      } finally {
-        fs.closeSync(fd);
-      }
-    }
+    restoreDirs(this.scope, this.dirs);
   }
+
 }
 
 /**
