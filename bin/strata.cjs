@@ -22,11 +22,13 @@ if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v")) {
   const mod = { exports: {} };
   script.runInThisContext().call(mod.exports, mod.exports, Module.createRequire(file), mod, file, dirname(file));
   mod.exports.main(argv).then((code) => {
-    process.exitCode = code;
     if (process.env.STRATA_WRITE_CODE_CACHE) {
       const tmp = `${file}.cache.${process.pid}`;
       writeFileSync(tmp, script.createCachedData());
       renameSync(tmp, `${file}.cache`);
     }
+    // The command is done (stdout and stderr are synchronous on Linux): exit
+    // without tearing the heap down, which costs a CLI tens of milliseconds.
+    process.exit(code);
   });
 }

@@ -125,8 +125,8 @@ export class Containers {
   }
 
   /** Records a container's new state (one small transaction). */
-  setState(id: string, state: ContainerState): void {
-    this.engine.meta.write(() => this.engine.meta.db.prepare("UPDATE containers SET state = ? WHERE id = ?").run(JSON.stringify(state), id));
+  setState(c: Container, state: ContainerState): void {
+    this.engine.meta.write(() => this.engine.meta.db.prepare("UPDATE containers SET state = ? WHERE id = ?").run(JSON.stringify(state), c.id), { durable: !c.hostConfig.AutoRemove });
   }
 
   list(): Container[] {
@@ -176,11 +176,13 @@ export class Containers {
     const key = `container-${id}`;
     const init = `init-${id}`;
     const sn = engine.snapshots;
-    if (hostConfig.AutoRemove) {
-      // Nothing of a --rm container outlives it: its mount points go straight into its own layer.
-      await sn.prepare(key, top);
+    // Nothing of a --rm container outlives it: its records need no fsync (MetaStore.write).
+    const durable = !hostConfig.AutoRemove;
+    if (!durable) {
+      // Its mount points go straight into its own layer.
+      await sn.prepare(key, top, { durable });
       await this.makeMountPoints(key).catch(async (e) => {
-        await sn.remove(key).catch(() => {});
+        await sn.remove(key, { durable }).catch(() => {});
         throw e;
       });
     } else {
@@ -204,12 +206,12 @@ export class Containers {
           .run(id, name, img.digest, imageRef, key, JSON.stringify(config), JSON.stringify(hostConfig), JSON.stringify({ Status: "created", Pid: 0, ExitCode: 0 }), Date.now());
         engine.meta.db.prepare("UPDATE snapshots SET owner = NULL WHERE key = ?").run(key);
         return name;
-      });
+      }, { durable });
       mkdirSync(engine.containerDir(id), { recursive: true });
       return this.get(name);
     } catch (e) {
-      await sn.remove(key).catch(() => {});
-      await sn.remove(init).catch(() => {});
+      await sn.remove(key, { durable }).catch(() => {});
+      if (durable) await sn.remove(init).catch(() => {});
       throw e;
     }
   }
@@ -270,9 +272,10 @@ export class Containers {
   async remove(ref: string): Promise<Container> {
     const c = this.get(ref);
     unmount(this.mountPoint(c));
-    this.engine.meta.write(() => this.engine.meta.db.prepare("DELETE FROM containers WHERE id = ?").run(c.id));
-    for (const key of [c.snapshot, `init-${c.id}`])
-      await this.engine.snapshots.remove(key).catch((e) => {
+    const durable = !c.hostConfig.AutoRemove;
+    this.engine.meta.write(() => this.engine.meta.db.prepare("DELETE FROM containers WHERE id = ?").run(c.id), { durable });
+    for (const key of durable ? [c.snapshot, `init-${c.id}`] : [c.snapshot])
+      await this.engine.snapshots.remove(key, { durable }).catch((e) => {
         if ((e as StrataError).code !== "NOT_FOUND") throw e;
       });
     rmSync(this.engine.containerDir(c.id), { recursive: true, force: true });

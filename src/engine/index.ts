@@ -174,11 +174,12 @@ export class Engine {
     const img = typeof ref === "string" ? this.image(ref) : ref;
     const layers = await img.layers();
     const sn = this.snapshots;
-    await sn.cleanup();
     const chains = (await img.layerRows()).map((l) => l.chain_id);
     if (layers.length === 0) return undefined;
     const missing = layers.map((l, i) => ({ layer: l, chain: chains[i], parent: i ? chains[i - 1] : undefined })).filter((x) => !sn.has(x.chain));
     if (missing.length === 0) return chains[chains.length - 1];
+    // Before unpacking: what a dead process left half-made goes first.
+    await sn.cleanup();
     const { applyLayer } = await import("../archive/extract.js");
     const apply = async (x: (typeof missing)[number], parent: string | undefined) => {
       const key = `extract-${randomBytes(6).toString("hex")}-${x.chain}`;

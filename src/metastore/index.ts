@@ -161,9 +161,22 @@ export class MetaStore {
     this.db.close();
   }
 
-  /** Runs `fn` in one write transaction that takes the write lock up front. */
-  write<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+  /**
+   * Runs `fn` in one write transaction that takes the write lock up front.
+   * Durable by default (synchronous=FULL: the WAL is fsynced at commit).
+   * `durable: false` is for records that mean nothing after a power loss,
+   * such as a `--rm` container's (its overlay is volatile): the commit skips
+   * the fsync, survives a crash of the process, and may roll back on a power
+   * loss, leaving the database consistent either way.
+   */
+  write<T>(fn: () => T, opts: { durable?: boolean } = {}): T {
+    if (opts.durable !== false) return this.db.transaction(fn).immediate();
+    this.db.pragma("synchronous = NORMAL");
+    try {
+      return this.db.transaction(fn).immediate();
+    } finally {
+      this.db.pragma("synchronous = FULL");
+    }
   }
 
   read<T>(fn: () => T): T {

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess, type StdioOptions } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, renameSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, renameSync, watch } from "node:fs";
+import { basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -36,6 +36,36 @@ export function parseSignal(s: string): number {
   const n = /^\d+$/.test(s) ? Number(s) : SIGNALS[s.toUpperCase().replace(/^SIG/, "")];
   if (!n || n < 1 || n > 64) throw new StrataError("INVALID_ARGUMENT", `invalid signal: ${s}`);
   return n;
+}
+
+/**
+ * The container's pid once the runtime has written its pid file (it renames
+ * the file into place: one inotify event on the bundle), or 0 when the
+ * runtime exits without writing one.
+ */
+function startedPid(p: Prepared, exited: Promise<number>): Promise<number> {
+  const read = () => {
+    try {
+      return Number(readFileSync(p.pidFile, "utf8").trim()) || 0;
+    } catch {
+      return 0;
+    }
+  };
+  return new Promise((resolve) => {
+    let ended = false;
+    const check = () => {
+      const pid = read();
+      if (!pid && !ended) return;
+      watcher.close();
+      resolve(pid);
+    };
+    const watcher = watch(p.bundle, (_, name) => name === basename(p.pidFile) && check());
+    void exited.then(() => {
+      ended = true;
+      check();
+    });
+    check();
+  });
 }
 
 /** Docker's CLI rule for a failed start: not found → 127, not executable → 126, else 125. */
@@ -119,7 +149,7 @@ export class ContainerRuntime {
     if (st && (st.status === "running" || st.status === "paused" || st.status === "created")) return c;
     this.cleanup(c, rt);
     const state: ContainerState = { ...s, Status: "exited", Pid: 0, Monitor: undefined, ExitCode: 255, Error: "the process supervising the container died; its exit code is unknown", FinishedAt: new Date().toISOString() };
-    this.containers.setState(c.id, state);
+    this.containers.setState(c, state);
     return { ...c, state };
   }
 
@@ -249,20 +279,10 @@ export class ContainerRuntime {
     };
     const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
     for (const s of signals) process.on(s, forward);
-    let pid = 0;
     const exited = new Promise<number>((resolve) => child.on("close", (code, signal) => resolve(code ?? 128 + (signal ? parseSignal(signal) : 0))));
     let spawnError: Error | undefined;
     child.on("error", (e) => (spawnError = e));
-    // Started when the runtime writes the pid file, failed when it exits first.
-    for (let wait = 1; ; wait = Math.min(wait * 2, 20)) {
-      const text = existsSync(p.pidFile) ? readFileSync(p.pidFile, "utf8") : "";
-      if (text) {
-        pid = Number(text.trim());
-        break;
-      }
-      const done = await Promise.race([exited.then(() => true), sleep(wait).then(() => false)]);
-      if (done && !existsSync(p.pidFile)) break;
-    }
+    const pid = await startedPid(p, exited);
     let code: number;
     if (!pid) {
       code = await exited;
@@ -275,7 +295,7 @@ export class ContainerRuntime {
       return err.exitCode;
     }
     const startedAt = new Date().toISOString();
-    this.containers.setState(c.id, { Status: "running", Pid: pid, Monitor: ownerToken(), ExitCode: 0, StartedAt: startedAt });
+    this.containers.setState(c, { Status: "running", Pid: pid, Monitor: ownerToken(), ExitCode: 0, StartedAt: startedAt });
     started(undefined);
     code = await exited;
     for (const s of signals) process.off(s, forward);
@@ -287,7 +307,7 @@ export class ContainerRuntime {
   /** After the process: unmount, drop the runtime's record, record the state (a --rm container's is about to go with it). */
   private finish(c: Container, rt: OciRuntime, state: ContainerState): void {
     this.cleanup(c, rt);
-    if (!c.hostConfig.AutoRemove) this.containers.setState(c.id, state);
+    if (!c.hostConfig.AutoRemove) this.containers.setState(c, state);
   }
 
   private cleanup(c: Container, rt: OciRuntime): void {
@@ -378,7 +398,7 @@ export class ContainerRuntime {
       return this.containers.get(c.id);
     } catch (e) {
       if (!prepared) {
-        this.containers.setState(c.id, { ...c.state, Error: (e as Error).message });
+        this.containers.setState(c, { ...c.state, Error: (e as Error).message });
         if (c.hostConfig.AutoRemove) await this.removeNow(c).catch(() => {});
       }
       throw e;

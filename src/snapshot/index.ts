@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, lstatSync, rmSync, symlinkSync, promises as fs } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, lstatSync, rmSync, symlinkSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { createRequire } from "node:module";
@@ -26,8 +26,8 @@ export interface SnapshotInfo {
 
 export interface Snapshotter {
   readonly driver: "overlay" | "vfs";
-  /** An active, writable snapshot on top of `parent` (a committed key). */
-  prepare(key: string, parent?: string): Promise<Mount[]>;
+  /** An active, writable snapshot on top of `parent` (a committed key); `durable: false` as in MetaStore.write. */
+  prepare(key: string, parent?: string, opts?: { durable?: boolean }): Promise<Mount[]>;
   /** An active, read-only snapshot on top of `parent`. */
   view(key: string, parent?: string): Promise<Mount[]>;
   /** Active → committed under `name`; the key goes away. */
@@ -35,7 +35,7 @@ export interface Snapshotter {
   has(key: string): boolean;
   release(key: string): void;
   mounts(key: string): Promise<Mount[]>;
-  remove(key: string): Promise<void>;
+  remove(key: string, opts?: { durable?: boolean }): Promise<void>;
   stat(key: string): Promise<SnapshotInfo>;
   usage(key: string): Promise<{ bytes: number; inodes: number }>;
   walk(fn: (info: SnapshotInfo) => void | Promise<void>): Promise<void>;
@@ -94,7 +94,7 @@ abstract class BaseSnapshotter implements Snapshotter {
     return out;
   }
 
-  protected create(key: string, parent: string | undefined, kind: SnapshotKind): Row {
+  protected create(key: string, parent: string | undefined, kind: SnapshotKind, durable = true): Row {
     const id = randomBytes(8).toString("hex");
     const r: Row = { key, id, parent: parent ?? null, kind, owner: ownerToken(), created: Date.now() };
     this.meta.write(() => {
@@ -104,7 +104,7 @@ abstract class BaseSnapshotter implements Snapshotter {
       }
       if (this.meta.db.prepare("SELECT 1 FROM snapshots WHERE key = ?").get(key)) throw new StrataError("ALREADY_EXISTS", `snapshot ${key} already exists`);
       this.meta.db.prepare("INSERT INTO snapshots (key, id, parent, kind, owner, created) VALUES (@key, @id, @parent, @kind, @owner, @created)").run(r);
-    });
+    }, { durable });
     mkdirSync(join(this.dir, id), { recursive: true });
     this.populate(r);
     return r;
@@ -114,8 +114,8 @@ abstract class BaseSnapshotter implements Snapshotter {
   protected abstract populate(r: Row): void;
   protected abstract mountsOf(r: Row): Mount[];
 
-  async prepare(key: string, parent?: string): Promise<Mount[]> {
-    return this.mountsOf(this.create(key, parent, "active"));
+  async prepare(key: string, parent?: string, opts: { durable?: boolean } = {}): Promise<Mount[]> {
+    return this.mountsOf(this.create(key, parent, "active", opts.durable));
   }
 
   async view(key: string, parent?: string): Promise<Mount[]> {
@@ -155,18 +155,18 @@ abstract class BaseSnapshotter implements Snapshotter {
     return this.mountsOf(this.row(key));
   }
 
-  async remove(key: string): Promise<void> {
+  async remove(key: string, opts: { durable?: boolean } = {}): Promise<void> {
     const r = this.meta.write(() => {
       const r = this.row(key);
       if (this.meta.db.prepare("SELECT 1 FROM snapshots WHERE parent = ?").get(key)) throw new StrataError("CONFLICT", `snapshot ${key} has children`);
       this.meta.db.prepare("DELETE FROM snapshots WHERE key = ?").run(key);
       return r;
-    });
+    }, opts);
     await this.removeDir(r);
   }
 
   protected async removeDir(r: Row): Promise<void> {
-    await fs.rm(join(this.dir, r.id), { recursive: true, force: true });
+    rmSync(join(this.dir, r.id), { recursive: true, force: true });
   }
 
   async stat(key: string): Promise<SnapshotInfo> {
