@@ -3,7 +3,7 @@
 // the index. Judged by a real registry (Debian's docker-registry) and skopeo.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Engine } from "../src/engine/index.ts";
@@ -96,4 +96,57 @@ test("pull --all-platforms keeps the index; push sends it back byte for byte; rm
   s = await store(root);
   assert.deepEqual([s.problems, s.rows, s.images, s.indexes.length, s.blobs], [[], 2, [`${reg.host}/m/multi:1`], 1, 7]);
   assert.equal(readFileSync(join(root, "blobs", "sha256", index.digest.slice(7))).length, index.size);
+});
+
+/** A layout's top entry (named `name`) and the blob files it holds. */
+function layoutOf(dir: string, name: string) {
+  const entries = JSON.parse(readFileSync(join(dir, "index.json"), "utf8")).manifests as { digest: string; mediaType: string; annotations?: Record<string, string> }[];
+  const top = entries.filter((e) => e.annotations?.["org.opencontainers.image.ref.name"] === name).map((e) => [e.mediaType, e.digest]);
+  return { top, blobs: readdirSync(join(dir, "blobs", "sha256")).sort() };
+}
+
+test("copy --all moves a multi-platform image whole between a registry, layouts, archives and the store", async (t) => {
+  if (host !== "amd64" && host !== "arm64") return t.skip(`the test image has amd64 and arm64, not ${host}`);
+  const dir = tempDir(t);
+  const reg = await startRegistry(t, join(dir, "reg"));
+  const layout = join(dir, "multi");
+  const { index, manifests } = await multiPlatformLayout(layout, "multi");
+  await tool("skopeo", ["copy", "-q", "--all", "--dest-tls-verify=false", `oci:${layout}:multi`, `docker://${reg.host}/m/multi:1`]);
+  const root = join(dir, "root");
+  const topEntry = [["application/vnd.oci.image.index.v1+json", index.digest]];
+
+  // registry → oci: the same layout skopeo writes.
+  const ours = join(dir, "ours");
+  const theirs = join(dir, "theirs");
+  const copied = ok(await strataRun(root, ["copy", "--all", `${reg.host}/m/multi:1`, `oci:${ours}:multi`]), "copy --all registry → oci");
+  assert.match(copied.stdout, new RegExp(`: ${index.digest}\n$`));
+  await tool("skopeo", ["copy", "-q", "--all", "--src-tls-verify=false", `docker://${reg.host}/m/multi:1`, `oci:${theirs}:multi`]);
+  assert.deepEqual(layoutOf(ours, "multi"), layoutOf(theirs, "multi"));
+  assert.deepEqual(layoutOf(ours, "multi").top, topEntry);
+  assert.equal(layoutOf(ours, "multi").blobs.length, 7);
+
+  // oci → registry, and the registry serves it as skopeo pushed it.
+  ok(await strataRun(root, ["copy", "--all", `oci:${ours}:multi`, `${reg.host}/o/back:1`]), "copy --all oci → registry");
+  assert.equal(sha256(await rawOf(`${reg.host}/o/back:1`)), index.digest);
+  for (const m of manifests) assert.equal(sha256(await rawOf(`${reg.host}/o/back@${m.digest}`)), m.digest);
+
+  // registry → oci-archive, which skopeo reads; oci-archive → the store; the store → oci.
+  const archive = join(dir, "multi.tar");
+  ok(await strataRun(root, ["copy", "--all", `${reg.host}/m/multi:1`, `oci-archive:${archive}:multi`]), "copy --all registry → oci-archive");
+  assert.equal(sha256(await tool("skopeo", ["inspect", "--raw", `oci-archive:${archive}:multi`])), index.digest);
+  ok(await strataRun(root, ["copy", "--all", `oci-archive:${archive}:multi`, "strata:local/multi:1"]), "copy --all oci-archive → store");
+  const s = await store(root);
+  assert.deepEqual([s.problems, s.rows, s.images, s.indexes], [[], 2, ["docker.io/local/multi:1"], [{ digest: index.digest, manifests: manifests.map((m) => m.digest) }]]);
+  assert.equal(ok(await strataRun(root, ["fs", "cat", "local/multi:1", "/arch"]), "fs cat").stdout, `${host}\n`, "the host's platform is the one tagged");
+  const back = join(dir, "back");
+  ok(await strataRun(root, ["copy", "--all", "strata:local/multi:1", `oci:${back}:m`]), "copy --all store → oci");
+  assert.deepEqual(layoutOf(back, "m"), { top: topEntry, blobs: layoutOf(theirs, "multi").blobs });
+  ok(await strataRun(root, ["copy", "strata:local/multi:1", `oci:${join(dir, "one")}:m`]), "copy store → oci without --all");
+  assert.equal(layoutOf(join(dir, "one"), "m").blobs.length, 3, "without --all, one platform");
+
+  // A docker-archive holds one platform: refused, nothing written.
+  const refused = await strataRun(root, ["copy", "--all", `${reg.host}/m/multi:1`, `docker-archive:${join(dir, "d.tar")}:x:1`]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /^Error: docker-archive:.*: a docker-archive holds one platform's image/);
+  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith("d.tar")), []);
 });

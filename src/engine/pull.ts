@@ -6,7 +6,7 @@ import { DigestStream } from "../digest/stream.js";
 import { ownerToken } from "../content/proc.js";
 import {
   MAX_MANIFEST_BYTES, MediaType, hostPlatform, isIndexMediaType, parseConfig, parseIndex, parseManifest, platformMatches, platformString,
-  type Descriptor, type Manifest, type Platform,
+  type Descriptor, type Index, type Manifest, type Platform,
 } from "../oci/index.js";
 import { formatReference, parseReference } from "../reference/index.js";
 import type { PreparedImage, PreparedLayer } from "../layout/load.js";
@@ -148,8 +148,7 @@ export async function pull(engine: Engine, refString: string, opts: PullOptions 
     return { reference, digest: top.digest, ...r };
   }
   // Every platform's image, verified as any pull; only the chosen one is unpacked, then the index is recorded over them.
-  const nested = index.manifests.find((m) => isIndexMediaType(m.mediaType));
-  if (nested) throw new StrataError("UNSUPPORTED", `${reference}: the index nests another index (${nested.digest}); --all-platforms takes one level`);
+  flatIndex(index, reference);
   let chosen: { image: PreparedImage; upToDate: boolean } | undefined;
   let upToDate = engine.meta.tagIndex(tags[0] ?? "")?.digest === top.digest;
   for (const d of index.manifests) {
@@ -162,8 +161,15 @@ export async function pull(engine: Engine, refString: string, opts: PullOptions 
   return { reference, digest: top.digest, image: { ...chosen!.image, tags }, upToDate };
 }
 
+/** An index's manifests, when it nests no other index (one level is what a multi-platform image is). */
+export function flatIndex(index: Index, what: string): Descriptor[] {
+  const nested = index.manifests.find((m) => isIndexMediaType(m.mediaType));
+  if (nested) throw new StrataError("UNSUPPORTED", `${what}: the index nests another index (${nested.digest}); only one level is supported`);
+  return index.manifests;
+}
+
 /** A manifest an index names, checked against its descriptor. */
-async function childManifest(repo: Repository, d: Descriptor): Promise<{ digest: Digest; raw: Buffer; mediaType: string }> {
+export async function childManifest(repo: Repository, d: Descriptor): Promise<{ digest: Digest; raw: Buffer; mediaType: string }> {
   const doc = await repo.manifest(d.digest);
   if (doc.raw.length !== d.size) throw new StrataError("SIZE_MISMATCH", `manifest ${d.digest}: ${doc.raw.length} bytes, the index says ${d.size}`);
   return doc;
