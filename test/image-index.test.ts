@@ -40,17 +40,22 @@ async function store(root: string) {
   }
 }
 
-const host = hostPlatform().architecture;
-const other = host === "amd64" ? "arm64" : "amd64";
-
-test("pull --all-platforms keeps the index; push sends it back byte for byte; rmi and gc give the space back", async (t) => {
-  if (host !== "amd64" && host !== "arm64") return t.skip(`the test image has amd64 and arm64, not ${host}`);
+/** A registry holding a two-platform image as m/multi:1 (pushed by skopeo), and a store root to use. */
+async function multiPlatformRegistry(t: Parameters<typeof tempDir>[0] & Parameters<typeof startRegistry>[0]) {
   const dir = tempDir(t);
   const reg = await startRegistry(t, join(dir, "reg"));
   const layout = join(dir, "multi");
   const { index, manifests } = await multiPlatformLayout(layout, "multi");
   await tool("skopeo", ["copy", "-q", "--all", "--dest-tls-verify=false", `oci:${layout}:multi`, `docker://${reg.host}/m/multi:1`]);
-  const root = join(dir, "root");
+  return { dir, reg, index, manifests, root: join(dir, "root") };
+}
+
+const host = hostPlatform().architecture;
+const other = host === "amd64" ? "arm64" : "amd64";
+
+test("pull --all-platforms keeps the index; push sends it back byte for byte; rmi and gc give the space back", async (t) => {
+  if (host !== "amd64" && host !== "arm64") return t.skip(`the test image has amd64 and arm64, not ${host}`);
+  const { dir, reg, index, manifests, root } = await multiPlatformRegistry(t);
 
   const pulled = ok(await strataRun(root, ["pull", "--all-platforms", `${reg.host}/m/multi:1`]), "pull --all-platforms");
   assert.match(pulled.stdout, new RegExp(`Digest: ${index.digest}`));
@@ -107,12 +112,7 @@ function layoutOf(dir: string, name: string) {
 
 test("copy --all moves a multi-platform image whole between a registry, layouts, archives and the store", async (t) => {
   if (host !== "amd64" && host !== "arm64") return t.skip(`the test image has amd64 and arm64, not ${host}`);
-  const dir = tempDir(t);
-  const reg = await startRegistry(t, join(dir, "reg"));
-  const layout = join(dir, "multi");
-  const { index, manifests } = await multiPlatformLayout(layout, "multi");
-  await tool("skopeo", ["copy", "-q", "--all", "--dest-tls-verify=false", `oci:${layout}:multi`, `docker://${reg.host}/m/multi:1`]);
-  const root = join(dir, "root");
+  const { dir, reg, index, manifests, root } = await multiPlatformRegistry(t);
   const topEntry = [["application/vnd.oci.image.index.v1+json", index.digest]];
 
   // registry → oci: the same layout skopeo writes.
