@@ -78,6 +78,10 @@ test("pull --all-platforms keeps the index; push sends it back byte for byte; rm
   const arm = JSON.parse(await tool("skopeo", ["inspect", "--tls-verify=false", "--override-arch", other, `docker://${reg.host}/n/copy:2`]));
   assert.equal(arm.Architecture, other);
 
+  // Another platform's image goes with its index, not alone.
+  const alone = await strataRun(root, ["rmi", `${reg.host}/m/multi@${manifests[host === "amd64" ? 1 : 0].digest}`]);
+  assert.equal(alone.code, 1);
+  assert.match(alone.stderr, new RegExp(`^Error: unable to remove [0-9a-f]{12} - it is one platform of the multi-platform image ${reg.host}/m/multi:1`));
   // A second tag on the same index: rmi of one only untags; of the last, removes everything.
   ok(await strataRun(root, ["tag", `${reg.host}/m/multi:1`, "local/multi:x"]), "tag");
   assert.equal((await store(root)).indexes.length, 1);

@@ -415,6 +415,10 @@ export class Engine {
           const users = this.containers.usersOf(img.digest);
           if (users.length)
             throw new StrataError("CONFLICT", `unable to remove ${byName ? `repository reference "${ref}"` : img.config_digest.slice(7, 19)} - container ${users[0].slice(0, 12)} is using its referenced image ${img.config_digest.slice(7, 19)}`);
+          const owner = meta.db
+            .prepare("SELECT t.name FROM index_manifests m JOIN tags t ON t.index_digest = m.index_digest WHERE m.manifest = ? AND t.image != ?")
+            .get(img.digest, img.digest) as { name: string } | undefined;
+          if (owner) throw new StrataError("CONFLICT", `unable to remove ${img.config_digest.slice(7, 19)} - it is one platform of the multi-platform image ${owner.name}`);
           result.untagged.push(...tags);
           for (const t of tags) meta.removeTag(t);
           result.deleted.push(...this.dropIndexes([img.digest]));
