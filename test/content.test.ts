@@ -416,7 +416,7 @@ describe("metastore", () => {
     try {
       assert.equal(meta.db.pragma("journal_mode", { simple: true }), "wal");
       assert.equal(meta.db.pragma("foreign_keys", { simple: true }), 1);
-      assert.equal(meta.db.pragma("user_version", { simple: true }), 4, "schema version: images, then snapshots and containers, then container state and volumes, then the build cache");
+      assert.equal(meta.db.pragma("user_version", { simple: true }), 5, "schema version: images, then snapshots and containers, then container state and volumes, then the build cache, then image indexes");
       meta.write(() => meta.putImage(image("a", [layer("1", "1")], ["docker.io/library/a:latest"])));
     } finally {
       meta.close();
@@ -473,6 +473,39 @@ describe("metastore", () => {
       meta.write(() => meta.removeImage(b.image.digest));
       assert.equal((meta.db.prepare("SELECT COUNT(*) AS n FROM layers").get() as { n: number }).n, 0);
       assert.equal((meta.db.prepare("SELECT COUNT(*) AS n FROM image_layers").get() as { n: number }).n, 0);
+    } finally {
+      meta.close();
+    }
+  });
+
+  test("an index lives while a tag names it; its manifests must be images", (t) => {
+    const meta = openMetaStore(join(tempDir(t, "strata-meta-"), "meta.db"));
+    try {
+      const amd = image("amd", [layer("1", "1")], []);
+      const arm = image("arm", [layer("2", "2")], []);
+      const x = { digest: dg("index"), media_type: MediaType.OciIndex, size: 400 };
+      assert.throws(() => meta.write(() => meta.putIndex(x, [dg("not stored")])), /FOREIGN KEY/);
+      assert.equal(meta.indexes().length, 0, "the failed write left nothing");
+      meta.write(() => {
+        meta.putImage(amd);
+        meta.putImage(arm);
+        meta.putIndex(x, [amd.image.digest, arm.image.digest]);
+        meta.setTag("docker.io/library/m:1", amd.image.digest, 1000, x.digest);
+        meta.setTag("docker.io/library/m:2", amd.image.digest, 1000, x.digest);
+      });
+      assert.deepEqual(meta.indexManifests(x.digest), [amd.image.digest, arm.image.digest]);
+      assert.equal(meta.tagIndex("docker.io/library/m:1")?.digest, x.digest);
+      assert.ok(meta.referencedDigests().has(x.digest));
+      assert.equal(meta.untracked(arm.image.digest), false, "an index's manifest is tracked by the index");
+      assert.throws(() => meta.write(() => meta.removeImage(arm.image.digest)), /FOREIGN KEY/);
+      meta.write(() => meta.removeTag("docker.io/library/m:1"));
+      assert.deepEqual(meta.write(() => meta.dropUntaggedIndexes()), { indexes: [], manifests: [] }, "m:2 still names it");
+      meta.write(() => meta.setTag("docker.io/library/m:2", amd.image.digest)); // re-tagged without the index
+      assert.equal(meta.tagIndex("docker.io/library/m:2"), undefined);
+      assert.deepEqual(meta.write(() => meta.dropUntaggedIndexes()), { indexes: [x.digest], manifests: [amd.image.digest, arm.image.digest] });
+      assert.deepEqual([meta.indexes(), meta.indexManifests(x.digest)], [[], []]);
+      assert.equal(meta.untracked(arm.image.digest), true);
+      assert.equal(meta.referencedDigests().has(x.digest), false);
     } finally {
       meta.close();
     }

@@ -231,3 +231,34 @@ export function tool(cmd: string, args: string[], opts: { env?: Record<string, s
     child.on("close", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${cmd} ${args.join(" ")} exited ${code}: ${stderr}`))));
   });
 }
+
+/**
+ * An OCI layout at `dir` holding one two-platform image (linux/amd64 and linux/arm64, one layer each
+ * with a file /arch naming the platform), its index named `name`.
+ */
+export async function multiPlatformLayout(dir: string, name: string): Promise<{ index: { digest: string; size: number }; manifests: { digest: string; size: number }[] }> {
+  const { gzipSync } = await import("node:zlib");
+  const { makeTar, sha256 } = await import("./helpers.ts");
+  mkdirSync(join(dir, "blobs", "sha256"), { recursive: true });
+  const blob = (b: Buffer) => {
+    const d = sha256(b);
+    writeFileSync(join(dir, "blobs", "sha256", d.slice(7)), b);
+    return { digest: d, size: b.length };
+  };
+  const manifests = [];
+  for (const arch of ["amd64", "arm64"]) {
+    const tar = await makeTar([{ name: "arch", content: `${arch}\n` }]);
+    const layer = blob(gzipSync(tar));
+    const config = blob(Buffer.from(JSON.stringify({ architecture: arch, os: "linux", rootfs: { type: "layers", diff_ids: [sha256(tar)] } })));
+    const manifest = blob(Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer }],
+    })));
+    manifests.push({ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest, platform: { architecture: arch, os: "linux" } });
+  }
+  const index = blob(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests })));
+  writeFileSync(join(dir, "oci-layout"), '{"imageLayoutVersion":"1.0.0"}');
+  writeFileSync(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.index.v1+json", ...index, annotations: { "org.opencontainers.image.ref.name": name } }] }));
+  return { index, manifests };
+}

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Engine } from "../src/engine/index.ts";
 import { busyboxRootfs, listTree, makeDockerArchive, makeTar, rejectsCode, sha256, tempDir, type TarFile } from "./helpers.ts";
-import { faultyProxy, startRegistry, startTokenService, strataRun, tool, type Fault } from "./registry-client-helpers.ts";
+import { faultyProxy, multiPlatformLayout, startRegistry, startTokenService, strataRun, tool, type Fault } from "./registry-client-helpers.ts";
 
 // Logins live in a config.json of the tests' own, never the host's.
 const configHome = mkdtempSync(join(tmpdir(), "strata-dockercfg-"));
@@ -492,29 +492,8 @@ test("strata copy between a registry, an OCI layout, archives and the store keep
 test("--platform picks an image from a multi-platform index (default: the host's)", async (t) => {
   const dir = tempDir(t);
   const reg = await startRegistry(t, join(dir, "reg"));
-  const { gzipSync } = await import("node:zlib");
   const layout = join(dir, "multi");
-  mkdirSync(join(layout, "blobs", "sha256"), { recursive: true });
-  const blob = (b: Buffer) => {
-    const d = sha256(b);
-    writeFileSync(join(layout, "blobs", "sha256", d.slice(7)), b);
-    return { digest: d, size: b.length };
-  };
-  const manifests = [];
-  for (const arch of ["amd64", "arm64"]) {
-    const tar = await makeTar([{ name: "arch", content: `${arch}\n` }]);
-    const layer = blob(gzipSync(tar));
-    const config = blob(Buffer.from(JSON.stringify({ architecture: arch, os: "linux", rootfs: { type: "layers", diff_ids: [sha256(tar)] } })));
-    const manifest = blob(Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
-      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
-      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer }],
-    })));
-    manifests.push({ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest, platform: { architecture: arch, os: "linux" } });
-  }
-  const index = blob(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests })));
-  writeFileSync(join(layout, "oci-layout"), '{"imageLayoutVersion":"1.0.0"}');
-  writeFileSync(join(layout, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.index.v1+json", ...index, annotations: { "org.opencontainers.image.ref.name": "multi" } }] }));
+  const { index } = await multiPlatformLayout(layout, "multi");
   await tool("skopeo", ["copy", "-q", "--all", "--dest-tls-verify=false", `oci:${layout}:multi`, `docker://${reg.host}/m/multi:1`]);
 
   const root = join(dir, "root");

@@ -1,7 +1,7 @@
-import { createReadStream, mkdtempSync, promises as fs, rmSync } from "node:fs";
+import { createReadStream, createWriteStream, mkdtempSync, promises as fs, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { StrataError, isErrno } from "../errors/index.js";
 import { chainIds, digestHex, sha256, type Digest } from "../digest/index.js";
 import { VerifyStream } from "../digest/stream.js";
@@ -13,8 +13,8 @@ import { formatReference, parseReference, repositoryName, type Reference } from 
 import { RegistryClient, Repository, type RegistryOptions } from "../registry/client/registry.js";
 import type { PreparedImage } from "../layout/load.js";
 import { OCI_LAYOUT } from "../layout/view.js";
-import { isIndexDoc, parsePlatform, type ProgressEvent } from "./pull.js";
-import { pushImage, storeSource, type SourceImage } from "./push.js";
+import { childManifest, flatIndex, isIndexDoc, parsePlatform, type ProgressEvent } from "./pull.js";
+import { pushImage, pushIndex, storeIndexSource, storeSource, type SourceImage, type SourceIndex } from "./push.js";
 import type { Engine } from "./index.js";
 
 /**
@@ -63,6 +63,8 @@ export function parseLocation(s: string): Location {
 export interface CopyOptions extends RegistryOptions {
   /** the platform to take from a multi-platform source (default: the host's) */
   platform?: string;
+  /** copy a multi-platform source whole: every platform's image and the index, byte for byte */
+  all?: boolean;
   onProgress?: (e: ProgressEvent) => void;
 }
 
@@ -70,28 +72,39 @@ export interface CopyResult {
   digest: Digest;
 }
 
-/** Copies one image between any two locations, blob by blob (verified on the way), without unpacking it. */
+/**
+ * Copies one image between any two locations, blob by blob (verified on the
+ * way), without unpacking it; with `all`, a multi-platform image whole.
+ */
 export async function copy(engine: Engine, from: string, to: string, opts: CopyOptions = {}): Promise<CopyResult> {
   const src = parseLocation(from);
   const dst = parseLocation(to);
   const cleanups: (() => void | Promise<void>)[] = [];
-  const scratch = () => {
+  const scratchDir = () => {
     const dir = mkdtempSync(join(tmpdir(), "strata-copy-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    return dir;
+  };
+  const scratch = () => {
     const { Engine: E } = engineCtor(engine);
-    const e = new E({ root: dir, storageDriver: "vfs" });
-    cleanups.push(() => {
-      e.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const e = new E({ root: scratchDir(), storageDriver: "vfs" });
+    cleanups.push(() => e.close());
     return e;
   };
   try {
-    let source: SourceImage;
+    let source: SourceImage | SourceIndex;
     const want = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
-    if (src.kind === "registry") source = await registrySource(src.ref, want, opts);
-    else if (src.kind === "store") source = await storeSource(engine, src.ref);
-    else if (src.kind === "oci") source = await layoutSource(src.dir, src.tag, want);
-    else {
+    // With --all, an index is taken whole (a source that is one image is copied as it is, as skopeo does).
+    const pick = opts.all ? undefined : want;
+    if (src.kind === "registry") source = await registrySource(src.ref, pick, opts);
+    else if (src.kind === "store") source = (opts.all && (await storeIndexSource(engine, src.ref))) || (await storeSource(engine, src.ref));
+    else if (src.kind === "oci") source = await layoutSource(src.dir, src.tag, pick);
+    else if (src.kind === "oci-archive" && opts.all) {
+      const dir = scratchDir();
+      const { applyLayer } = await import("../archive/extract.js");
+      await applyLayer(await openFile(src.file), dir, { whiteouts: "apply", chown: false });
+      source = await layoutSource(dir, src.tag, undefined);
+    } else {
       const tmp = scratch();
       const images = await tmp.load(src.file, { unpack: false });
       const pick = src.tag ? images.find((i) => i.tags.includes(formatReference(parseReference(src.tag!)))) ?? (images.length === 1 ? images[0] : undefined) : images[0];
@@ -99,8 +112,9 @@ export async function copy(engine: Engine, from: string, to: string, opts: CopyO
       if (images.length > 1 && !src.tag) throw new StrataError("INVALID_ARGUMENT", `${from}: the archive holds ${images.length} images; name one (${src.kind}:FILE:NAME)`);
       source = await storeSource(tmp, pick.manifest.digest);
     }
+    if (dst.kind === "registry" && !dst.ref.tag && !dst.ref.digest) throw new StrataError("INVALID_REFERENCE", `${to}: a destination needs a tag`);
+    if (isIndexSource(source)) return await copyIndex(engine, source, dst, to, want, opts, scratchDir);
     if (dst.kind === "registry") {
-      if (!dst.ref.tag && !dst.ref.digest) throw new StrataError("INVALID_REFERENCE", `${to}: a destination needs a tag`);
       const r = await pushImage(source, dst.ref, opts);
       return { digest: r.digest };
     }
@@ -117,16 +131,61 @@ export async function copy(engine: Engine, from: string, to: string, opts: CopyO
     await importSource(tmp, source, undefined);
     // docker-archive names are image references; an OCI archive's ref.name is the tag as given.
     const names = dst.tag ? [dst.kind === "docker-archive" ? formatReference(parseReference(dst.tag)) : dst.tag] : [];
-    const out = `${dst.file}.strata-tmp-${process.pid}`;
-    cleanups.push(() => fs.rm(out, { force: true }));
-    const stream = (await import("node:fs")).createWriteStream(out);
     const { writeArchive } = await import("../layout/save.js");
-    await writeArchive([{ image: tmp.image(source.digest), names }], dst.kind, stream);
-    await fs.rename(out, dst.file);
+    await intoFile(dst.file, (out) => writeArchive([{ image: tmp.image(source.digest), names }], dst.kind, out));
     return { digest: source.digest };
   } finally {
     for (const c of cleanups.reverse()) await c();
   }
+}
+
+const isIndexSource = (s: SourceImage | SourceIndex): s is SourceIndex => "rawIndex" in s;
+
+/** `copy --all` of a multi-platform image: every platform's image, then the index as it is. */
+async function copyIndex(engine: Engine, source: SourceIndex, dst: Location, to: string, want: Platform, opts: CopyOptions, scratchDir: () => string): Promise<CopyResult> {
+  switch (dst.kind) {
+    case "registry":
+      return { digest: (await pushIndex(source, dst.ref, opts)).digest };
+    case "store": {
+      // The tag names the platform that runs here; the others are kept as blobs and records.
+      const pick = pickPlatform(parseIndex(source.rawIndex, `index ${source.digest}`), want, to);
+      for (const image of source.images) await importSource(engine, image, undefined);
+      const raw = { digest: source.digest, mediaType: source.mediaType, raw: source.rawIndex };
+      await engine.commitIndex(raw, source.images.map((i) => i.digest), pick.digest, [formatReference(parseReference(dst.ref))]);
+      break;
+    }
+    case "oci":
+      await writeLayout(dst.dir, dst.tag, source);
+      break;
+    case "oci-archive": {
+      const dir = scratchDir();
+      await writeLayout(dir, dst.tag, source);
+      const [{ packDirectory }, { pipeline }] = await Promise.all([import("../archive/tar.js"), import("node:stream/promises")]);
+      await intoFile(dst.file, (out) => pipeline(packDirectory(dir), out));
+      break;
+    }
+    case "docker-archive":
+      throw new StrataError("UNSUPPORTED", `${to}: a docker-archive holds one platform's image, not a multi-platform one: copy without --all (--platform picks one)`);
+  }
+  return { digest: source.digest };
+}
+
+/** Writes `file` through a temporary name beside it, renamed into place when complete (removed if not). */
+async function intoFile(file: string, write: (out: Writable) => Promise<void>): Promise<void> {
+  const tmp = `${file}.strata-tmp-${process.pid}`;
+  try {
+    await write(createWriteStream(tmp));
+    await fs.rename(tmp, file);
+  } finally {
+    await fs.rm(tmp, { force: true });
+  }
+}
+
+async function openFile(path: string): Promise<Readable> {
+  const fh = await fs.open(path, "r").catch((e) => {
+    throw new StrataError("NOT_FOUND", `open ${path}: ${(e as Error).message}`, { cause: e });
+  });
+  return fh.createReadStream({ highWaterMark: 1 << 20 });
 }
 
 /** The Engine class, reached through an instance (no import cycle). */
@@ -142,14 +201,19 @@ function verified(src: Readable, d: Descriptor, offset: number): Readable {
   return src.pipe(v);
 }
 
-/** An image in a registry (resolved to one platform when it is an index). */
-export async function registrySource(ref: Reference, want: Platform, opts: RegistryOptions): Promise<SourceImage> {
+/** An image in a registry: an index resolved to the `want` platform, or, without one, taken whole. */
+export async function registrySource(ref: Reference, want: Platform | undefined, opts: RegistryOptions): Promise<SourceImage | SourceIndex> {
   const repo = new Repository(new RegistryClient(ref.domain, opts), ref.path);
-  let doc = await repo.manifest(ref.digest ?? ref.tag!);
-  if (isIndexDoc(doc)) {
-    const pick = pickPlatform(parseIndex(doc.raw, `index ${doc.digest}`), want, formatReference(ref));
-    doc = await repo.manifest(pick.digest);
-  }
+  const doc = await repo.manifest(ref.digest ?? ref.tag!);
+  if (!isIndexDoc(doc)) return registryImage(repo, ref, doc);
+  const index = parseIndex(doc.raw, `index ${doc.digest}`);
+  if (want) return registryImage(repo, ref, await repo.manifest(pickPlatform(index, want, formatReference(ref)).digest));
+  const images: SourceImage[] = [];
+  for (const d of flatIndex(index, formatReference(ref))) images.push(registryImage(repo, ref, await childManifest(repo, d)));
+  return { digest: doc.digest, mediaType: isIndexMediaType(doc.mediaType) ? doc.mediaType : (index.mediaType ?? MediaType.OciIndex), rawIndex: doc.raw, images };
+}
+
+function registryImage(repo: Repository, ref: Reference, doc: { digest: Digest; raw: Buffer; mediaType: string }): SourceImage {
   const manifest = parseManifest(doc.raw, `manifest ${doc.digest}`);
   return {
     digest: doc.digest,
@@ -167,8 +231,12 @@ function pickPlatform(index: Index, want: Platform, what: string): Descriptor {
   return pick;
 }
 
-/** An image in an OCI layout directory: the one named `tag` (ref.name annotation), or the only one. */
-export async function layoutSource(dir: string, tag: string | undefined, want: Platform): Promise<SourceImage> {
+/**
+ * An image in an OCI layout directory: the one named `tag` (ref.name
+ * annotation), or the only one; an index resolved to the `want` platform,
+ * or, without one, taken whole.
+ */
+export async function layoutSource(dir: string, tag: string | undefined, want: Platform | undefined): Promise<SourceImage | SourceIndex> {
   const blobPath = (d: Descriptor) => join(dir, "blobs", d.digest.slice(0, d.digest.indexOf(":")), digestHex(d.digest));
   const readSmall = async (d: Descriptor, what: string) => {
     if (d.size > MAX_MANIFEST_BYTES) throw new StrataError("INVALID_MANIFEST", `${what}: over the ${MAX_MANIFEST_BYTES}-byte limit`);
@@ -181,28 +249,30 @@ export async function layoutSource(dir: string, tag: string | undefined, want: P
   const indexRaw = await fs.readFile(join(dir, "index.json")).catch((e) => {
     throw new StrataError("NOT_FOUND", `oci:${dir}: no index.json (${(e as Error).message})`, { cause: e });
   });
-  const index = parseIndex(indexRaw, `${dir}/index.json`);
-  const named = tag ? index.manifests.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] === tag) : index.manifests;
+  const entries = parseIndex(indexRaw, `${dir}/index.json`).manifests;
+  const named = tag ? entries.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] === tag) : entries;
   if (named.length === 0) throw new StrataError("NOT_FOUND", `oci:${dir}${tag ? `:${tag}` : ""}: no such image in the layout`);
   if (named.length > 1) throw new StrataError("INVALID_ARGUMENT", `oci:${dir}: the layout holds ${named.length} images; name one (oci:DIR:TAG)`);
-  let desc = named[0];
-  if (isIndexMediaType(desc.mediaType)) desc = pickPlatform(parseIndex(await readSmall(desc, `index ${desc.digest}`)), want, `oci:${dir}`);
-  const raw = await readSmall(desc, `manifest ${desc.digest}`);
-  const manifest = parseManifest(raw, `manifest ${desc.digest}`, desc.mediaType);
-  return {
-    digest: desc.digest,
-    mediaType: desc.mediaType,
-    rawManifest: raw,
-    manifest,
-    open: async (d, offset) => {
-      try {
-        await fs.access(blobPath(d));
-      } catch (e) {
-        throw new StrataError("NOT_FOUND", `oci:${dir}: blob ${d.digest} is missing`, { cause: e });
-      }
-      return verified(createReadStream(blobPath(d), { start: offset, highWaterMark: 1 << 20 }), d, offset);
-    },
+  const top = named[0];
+  const open = async (d: Descriptor, offset: number) => {
+    try {
+      await fs.access(blobPath(d));
+    } catch (e) {
+      throw new StrataError("NOT_FOUND", `oci:${dir}: blob ${d.digest} is missing`, { cause: e });
+    }
+    return verified(createReadStream(blobPath(d), { start: offset, highWaterMark: 1 << 20 }), d, offset);
   };
+  const image = async (desc: Descriptor): Promise<SourceImage> => {
+    const raw = await readSmall(desc, `manifest ${desc.digest}`);
+    return { digest: desc.digest, mediaType: desc.mediaType, rawManifest: raw, manifest: parseManifest(raw, `manifest ${desc.digest}`, desc.mediaType), open };
+  };
+  if (!isIndexMediaType(top.mediaType)) return image(top);
+  const rawIndex = await readSmall(top, `index ${top.digest}`);
+  const index = parseIndex(rawIndex, `index ${top.digest}`);
+  if (want) return image(pickPlatform(index, want, `oci:${dir}`));
+  const images: SourceImage[] = [];
+  for (const d of flatIndex(index, `oci:${dir}`)) images.push(await image(d));
+  return { digest: top.digest, mediaType: top.mediaType, rawIndex, images };
 }
 
 async function readAll(src: Readable, limit: number): Promise<Buffer> {
@@ -287,22 +357,28 @@ async function layoutBlob(dir: string, d: Descriptor, open: () => Promise<Readab
   await fs.rename(tmp, path);
 }
 
-/** Copies a source into an OCI layout directory (created if needed), named `tag` in its index.json. */
-export async function writeLayout(dir: string, tag: string | undefined, source: SourceImage): Promise<void> {
+/** Copies a source (an image, or an index with its images) into an OCI layout directory (created if needed), named `tag` in its index.json. */
+export async function writeLayout(dir: string, tag: string | undefined, source: SourceImage | SourceIndex): Promise<void> {
   await fs.mkdir(join(dir, "blobs", "sha256"), { recursive: true });
   const layoutFile = join(dir, "oci-layout");
   await fs.access(layoutFile).catch(() => fs.writeFile(layoutFile, OCI_LAYOUT));
-  const m = source.manifest;
-  for (const d of [...m.layers, m.config]) await layoutBlob(dir, d, () => source.open(d, 0));
   const { Readable } = await import("node:stream");
-  await layoutBlob(dir, { mediaType: source.mediaType, digest: source.digest, size: source.rawManifest.length }, async () => Readable.from([source.rawManifest]));
+  const small = (mediaType: string, digest: Digest, raw: Buffer) => layoutBlob(dir, { mediaType, digest, size: raw.length }, async () => Readable.from([raw]));
+  // Blobs before the manifest naming them, manifests before the index.
+  for (const image of isIndexSource(source) ? source.images : [source]) {
+    const m = image.manifest;
+    for (const d of [...m.layers, m.config]) await layoutBlob(dir, d, () => image.open(d, 0));
+    await small(image.mediaType, image.digest, image.rawManifest);
+  }
+  const raw = isIndexSource(source) ? source.rawIndex : source.rawManifest;
+  if (isIndexSource(source)) await small(source.mediaType, source.digest, raw);
   let index: Index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
   try {
     index = parseIndex(await fs.readFile(join(dir, "index.json")), `${dir}/index.json`);
   } catch (e) {
     if (!isErrno(e, "ENOENT")) throw e;
   }
-  const desc: Descriptor = { mediaType: source.mediaType, digest: source.digest, size: source.rawManifest.length, ...(tag ? { annotations: { [ANNOTATION_REF_NAME]: tag } } : {}) };
+  const desc: Descriptor = { mediaType: source.mediaType, digest: source.digest, size: raw.length, ...(tag ? { annotations: { [ANNOTATION_REF_NAME]: tag } } : {}) };
   index.manifests = index.manifests.filter((x) => (tag ? x.annotations?.[ANNOTATION_REF_NAME] !== tag : x.digest !== source.digest));
   index.manifests.push(desc);
   const tmp = join(dir, `index.json.tmp-${process.pid}`);

@@ -8,8 +8,8 @@ import { probeOverlay } from "../snapshot/mount.js";
 import { chainIds, sha256, isDigest, type Digest } from "../digest/index.js";
 import { ContentStore, type PendingBlob } from "../content/index.js";
 import { ownerAlive, ownerToken } from "../content/proc.js";
-import { openMetaStore, type MetaStore, type ImageRow, type ImageLayerRow } from "../metastore/index.js";
-import { MediaType, hostPlatform, parseConfig, parseManifest, MAX_MANIFEST_BYTES, type ImageConfig, type HistoryEntry } from "../oci/index.js";
+import { openMetaStore, type MetaStore, type ImageRow, type ImageLayerRow, type IndexRow } from "../metastore/index.js";
+import { MediaType, hostPlatform, parseConfig, parseIndex, parseManifest, MAX_MANIFEST_BYTES, type ImageConfig, type HistoryEntry } from "../oci/index.js";
 import { familiarName, familiarString, formatReference, parseReference, splitTagged } from "../reference/index.js";
 import { StoreImage, notFound, storeLayer } from "../image/index.js";
 import { UnionView } from "../union/index.js";
@@ -307,10 +307,13 @@ export class Engine {
       const rows = meta.images();
       const tags = new Map<string, string[]>();
       for (const t of meta.tags()) tags.set(t.image, [...(tags.get(t.image) ?? []), t.name]);
+      // A multi-platform image's other platforms belong to its index, not among the dangling images.
+      const inIndex = new Set((meta.db.prepare("SELECT DISTINCT manifest FROM index_manifests").all() as { manifest: string }[]).map((r) => r.manifest));
       const out: ImageSummary[] = [];
       for (const r of rows) {
         const base = { id: r.config_digest, digest: r.digest, mediaType: r.media_type, created: r.created ?? undefined, size: sizes.get(r.digest) ?? 0, addedAt: r.added_at };
         const names = tags.get(r.digest);
+        if (!names && inIndex.has(r.digest)) continue;
         if (!names) out.push(base);
         else for (const n of names) out.push({ ...base, ...splitTagged(n) });
       }
@@ -372,9 +375,20 @@ export class Engine {
     const meta = this.meta;
     meta.write(() => {
       const img = this.resolve(source);
-      meta.setTag(formatReference(ref), img.digest);
+      meta.setTag(formatReference(ref), img.digest, Date.now(), this.indexOf(source)?.digest ?? null);
+      meta.dropUntaggedIndexes();
       writeIndexView(this.root, meta);
     });
+  }
+
+  /** The index a tag name came from (a multi-platform image pulled with all its platforms), if any. */
+  indexOf(ref: string): IndexRow | undefined {
+    try {
+      const p = parseReference(ref);
+      return p.digest ? undefined : this.meta.tagIndex(formatReference(p));
+    } catch {
+      return undefined; // an image ID
+    }
   }
 
   async rmi(refs: string[], opts: { force?: boolean } = {}): Promise<RmiResult> {
@@ -394,23 +408,49 @@ export class Engine {
         if (byName && tags.length > 1) {
           meta.removeTag(byName);
           result.untagged.push(byName);
+          result.deleted.push(...this.dropIndexes());
         } else {
           if (!byName && tags.length > 1 && !opts.force)
             throw new StrataError("CONFLICT", `unable to delete ${img.config_digest.slice(7, 19)} (must be forced) - image is referenced in multiple repositories`);
           const users = this.containers.usersOf(img.digest);
           if (users.length)
             throw new StrataError("CONFLICT", `unable to remove ${byName ? `repository reference "${ref}"` : img.config_digest.slice(7, 19)} - container ${users[0].slice(0, 12)} is using its referenced image ${img.config_digest.slice(7, 19)}`);
+          const owner = meta.db
+            .prepare("SELECT t.name FROM index_manifests m JOIN tags t ON t.index_digest = m.index_digest WHERE m.manifest = ? AND t.image != ?")
+            .get(img.digest, img.digest) as { name: string } | undefined;
+          if (owner) throw new StrataError("CONFLICT", `unable to remove ${img.config_digest.slice(7, 19)} - it is one platform of the multi-platform image ${owner.name}`);
           result.untagged.push(...tags);
-          const digests = [img.digest, img.config_digest, ...meta.layersOf(img.digest).map((l) => l.digest)];
-          meta.removeImage(img.digest);
-          result.deleted.push(img.config_digest);
-          this.deleteUnreferenced(digests);
+          for (const t of tags) meta.removeTag(t);
+          result.deleted.push(...this.dropIndexes([img.digest]));
         }
         writeIndexView(this.root, meta);
       });
     }
     if (result.deleted.length) await this.pruneSnapshots();
     return result;
+  }
+
+  /**
+   * Forgets the indexes no tag names any more, then removes `images` and
+   * those indexes' manifests that nothing else uses (no tag, no other
+   * index, no container), with their blobs. Inside a write transaction;
+   * returns the image IDs deleted.
+   */
+  private dropIndexes(images: Digest[] = []): Digest[] {
+    const meta = this.meta;
+    const dropped = meta.dropUntaggedIndexes();
+    const candidates = [...new Set([...images, ...dropped.manifests])];
+    const blobs: string[] = [...dropped.indexes];
+    const deleted: Digest[] = [];
+    for (const d of candidates) {
+      const row = meta.image(d);
+      if (!row || !meta.untracked(d) || this.containers.usersOf(d).length) continue;
+      blobs.push(d, row.config_digest, ...meta.layersOf(d).map((l) => l.digest));
+      meta.removeImage(d);
+      deleted.push(row.config_digest);
+    }
+    this.deleteUnreferenced(blobs);
+    return deleted;
   }
 
   /** Removes committed layer snapshots that no image lists and nothing is stacked on. */
@@ -497,6 +537,34 @@ export class Engine {
             tags: img.tags,
           });
         }
+        meta.dropUntaggedIndexes(); // a tag moved off a multi-platform image: its other platforms are left dangling, as any old image
+        writeIndexView(this.root, meta);
+        meta.dropLeases(owner);
+      });
+    } catch (e) {
+      meta.write(() => meta.dropLeases(owner));
+      throw e;
+    }
+  }
+
+  /**
+   * Records a multi-platform image: its index, kept byte for byte, over
+   * manifests already in the store (`manifests`, in the index's order), and
+   * `tags` naming `image` (the platform chosen to run) through it. An index
+   * lives as long as a tag names it.
+   */
+  async commitIndex(index: { digest: Digest; mediaType: string; raw: Buffer }, manifests: Digest[], image: Digest, tags: string[]): Promise<void> {
+    const meta = this.meta;
+    const owner = ownerToken();
+    meta.write(() => meta.addLeases(owner, [index.digest]));
+    try {
+      const put = await this.content.put(index.raw);
+      if (put.digest !== index.digest) throw new StrataError("DIGEST_MISMATCH", `index: expected ${index.digest}, got ${put.digest}`);
+      meta.write(() => {
+        const now = Date.now();
+        meta.putIndex({ digest: index.digest, media_type: index.mediaType, size: index.raw.length }, manifests, now);
+        for (const t of tags) meta.setTag(t, image, now, index.digest);
+        meta.dropUntaggedIndexes();
         writeIndexView(this.root, meta);
         meta.dropLeases(owner);
       });
@@ -528,7 +596,9 @@ export class Engine {
 
   /** `strata push`: an image from the store to a registry (see push.ts). */
   async push(ref: string, dest?: string, opts: import("./push.js").PushOptions = {}): Promise<import("./push.js").PushResult> {
-    return (await import("./push.js")).push(this, ref, dest, opts);
+    const { push, pushIndex, storeIndexSource } = await import("./push.js");
+    const index = await storeIndexSource(this, ref);
+    return index ? pushIndex(index, parseReference(dest ?? ref), opts) : push(this, ref, dest, opts);
   }
 
   /** `strata copy`: an image between registries, archives, OCI layouts and the store, without unpacking (see copy.ts). */
@@ -870,6 +940,16 @@ export class Engine {
     });
     const present = new Set(blobs.map((b) => b.digest));
     for (const r of rows) problems.push(...(await this.checkImage(r, layerRows.get(r.digest)!, present)));
+    const { indexes, members, strays } = meta.read(() => {
+      const indexes = meta.indexes();
+      const members = new Map(indexes.map((x) => [x.digest, meta.indexManifests(x.digest)]));
+      const strays = meta.db
+        .prepare("SELECT name FROM tags t WHERE index_digest IS NOT NULL AND NOT EXISTS (SELECT 1 FROM index_manifests m WHERE m.index_digest = t.index_digest AND m.manifest = t.image)")
+        .all() as { name: string }[];
+      return { indexes, members, strays };
+    });
+    for (const x of indexes) problems.push(...(await this.checkIndex(x, members.get(x.digest)!, present)));
+    for (const t of strays) problems.push(`tag ${t.name}: its image is not one of its index's manifests`);
     if (meta.getMeta("storage_driver")) {
       const removed = await this.snapshots.cleanup();
       if (removed.length) repaired.push(`removed ${removed.length} snapshot(s) a dead process left half-made: ${removed.join(", ")}`);
@@ -899,6 +979,18 @@ export class Engine {
       if (config.rootfs.diff_ids.join() !== layers.map((l) => l.diff_id).join()) return [`${what}: config diff_ids differ from the recorded layers`];
       const chains = chainIds(config.rootfs.diff_ids);
       if (chains.join() !== layers.map((l) => l.chain_id).join()) return [`${what}: recorded chainIDs are wrong`];
+    } catch (e) {
+      return [`${what}: ${(e as Error).message}`];
+    }
+    return [];
+  }
+
+  private async checkIndex(x: IndexRow, manifests: Digest[], present: Set<string>): Promise<string[]> {
+    const what = `index ${x.digest}`;
+    if (!present.has(x.digest)) return [`${what}: blob ${x.digest} is missing`];
+    try {
+      const index = parseIndex(await this.content.read(x.digest, MAX_MANIFEST_BYTES, x.size), what);
+      if (index.manifests.map((m) => m.digest).join() !== manifests.join()) return [`${what}: its manifests differ from meta.db`];
     } catch (e) {
       return [`${what}: ${(e as Error).message}`];
     }

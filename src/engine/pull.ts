@@ -6,7 +6,7 @@ import { DigestStream } from "../digest/stream.js";
 import { ownerToken } from "../content/proc.js";
 import {
   MAX_MANIFEST_BYTES, MediaType, hostPlatform, isIndexMediaType, parseConfig, parseIndex, parseManifest, platformMatches, platformString,
-  type Descriptor, type Manifest, type Platform,
+  type Descriptor, type Index, type Manifest, type Platform,
 } from "../oci/index.js";
 import { formatReference, parseReference } from "../reference/index.js";
 import type { PreparedImage, PreparedLayer } from "../layout/load.js";
@@ -26,6 +26,8 @@ export interface ProgressEvent {
 export interface PullOptions extends RegistryOptions {
   /** `os/arch[/variant]`; default the host's */
   platform?: string;
+  /** of an index, store every platform's image and the index itself (only `platform`'s is tagged and unpacked) */
+  allPlatforms?: boolean;
   /** unpack layers into snapshots (default true) */
   unpack?: boolean;
   /** layer downloads at once (default 3, as Docker) */
@@ -128,22 +130,62 @@ export async function pull(engine: Engine, refString: string, opts: PullOptions 
     },
   });
   const repo = new Repository(client, ref.path);
-  const meta = engine.meta;
   const top = await repo.manifest(ref.digest ?? ref.tag!);
-  let manifestDoc = top;
-  if (isIndexDoc(top)) {
-    const index = parseIndex(top.raw, `index ${top.digest}`);
-    const pick = index.manifests.find((m) => !isIndexMediaType(m.mediaType) && platformMatches(want, m.platform));
-    if (!pick) {
-      const have = index.manifests.map((m) => (m.platform ? platformString(m.platform) : "?")).join(", ");
-      throw new StrataError("NOT_FOUND", `${formatReference(ref)}: no image for platform ${platformString(want)} (the index has ${have || "none"})`);
-    }
-    manifestDoc = await repo.manifest(pick.digest);
-    if (manifestDoc.raw.length !== pick.size) throw new StrataError("SIZE_MISMATCH", `manifest ${pick.digest}: ${manifestDoc.raw.length} bytes, the index says ${pick.size}`);
+  const tags = ref.tag ? [formatReference({ ...ref, digest: undefined })] : [];
+  const reference = formatReference(ref);
+  if (!isIndexDoc(top)) {
+    const r = await pullManifest(engine, repo, top, tags, opts.platform ? { want, reference } : undefined, opts, progress);
+    return { reference, digest: top.digest, ...r };
   }
+  const index = parseIndex(top.raw, `index ${top.digest}`);
+  const pick = index.manifests.find((m) => !isIndexMediaType(m.mediaType) && platformMatches(want, m.platform));
+  if (!pick) {
+    const have = index.manifests.map((m) => (m.platform ? platformString(m.platform) : "?")).join(", ");
+    throw new StrataError("NOT_FOUND", `${reference}: no image for platform ${platformString(want)} (the index has ${have || "none"})`);
+  }
+  if (!opts.allPlatforms) {
+    const r = await pullManifest(engine, repo, await childManifest(repo, pick), tags, undefined, opts, progress);
+    return { reference, digest: top.digest, ...r };
+  }
+  // Every platform's image, verified as any pull; only the chosen one is unpacked, then the index is recorded over them.
+  flatIndex(index, reference);
+  let chosen: { image: PreparedImage; upToDate: boolean } | undefined;
+  let upToDate = engine.meta.tagIndex(tags[0] ?? "")?.digest === top.digest;
+  for (const d of index.manifests) {
+    const r = await pullManifest(engine, repo, await childManifest(repo, d), [], undefined, { ...opts, unpack: d === pick && opts.unpack !== false }, progress);
+    if (d === pick) chosen = r;
+    upToDate &&= r.upToDate;
+  }
+  const mediaType = isIndexMediaType(top.mediaType) ? top.mediaType : (index.mediaType ?? MediaType.OciIndex);
+  await engine.commitIndex({ digest: top.digest, mediaType, raw: top.raw }, index.manifests.map((m) => m.digest), pick.digest, tags);
+  return { reference, digest: top.digest, image: { ...chosen!.image, tags }, upToDate };
+}
+
+/** An index's manifests, when it nests no other index (one level is what a multi-platform image is). */
+export function flatIndex(index: Index, what: string): Descriptor[] {
+  const nested = index.manifests.find((m) => isIndexMediaType(m.mediaType));
+  if (nested) throw new StrataError("UNSUPPORTED", `${what}: the index nests another index (${nested.digest}); only one level is supported`);
+  return index.manifests;
+}
+
+/** A manifest an index names, checked against its descriptor. */
+export async function childManifest(repo: Repository, d: Descriptor): Promise<{ digest: Digest; raw: Buffer; mediaType: string }> {
+  const doc = await repo.manifest(d.digest);
+  if (doc.raw.length !== d.size) throw new StrataError("SIZE_MISMATCH", `manifest ${d.digest}: ${doc.raw.length} bytes, the index says ${d.size}`);
+  return doc;
+}
+
+/**
+ * Pulls one image manifest's config and layers and records it under `tags`.
+ * `platform`, when given, is what the user asked of a plain manifest: it must match.
+ */
+async function pullManifest(
+  engine: Engine, repo: Repository, manifestDoc: { digest: Digest; raw: Buffer; mediaType: string }, tags: string[], platform: { want: Platform; reference: string } | undefined,
+  opts: PullOptions, progress: (e: ProgressEvent) => void,
+): Promise<{ image: PreparedImage; upToDate: boolean }> {
+  const meta = engine.meta;
   const manifest = parseManifest(manifestDoc.raw, `manifest ${manifestDoc.digest}`);
   const mediaType = manifest.mediaType ?? (manifestDoc.mediaType || MediaType.OciManifest);
-  const tags = ref.tag ? [formatReference({ ...ref, digest: undefined })] : [];
 
   // Leases first: gc must not take a blob between its download and the commit.
   const owner = ownerToken();
@@ -155,17 +197,17 @@ export async function pull(engine: Engine, refString: string, opts: PullOptions 
       const prepared = await preparedFromStore(engine, row.digest, tags);
       await engine.commitImages([prepared], new Map());
       if (opts.unpack !== false) await engine.unpack(image);
-      return { reference: formatReference(ref), digest: top.digest, image: prepared, upToDate: true };
+      return { image: prepared, upToDate: true };
     }
     const configRaw = await fetchSmall(repo, manifest.config, "config");
     const config = parseConfig(configRaw, `config ${manifest.config.digest}`);
-    if (opts.platform && top.digest === manifestDoc.digest && !platformMatches(want, { os: config.os, architecture: config.architecture, variant: config.variant }))
-      throw new StrataError("NOT_FOUND", `${formatReference(ref)}: the image is for ${platformString(config)}, not ${platformString(want)}`);
+    if (platform && !platformMatches(platform.want, { os: config.os, architecture: config.architecture, variant: config.variant }))
+      throw new StrataError("NOT_FOUND", `${platform.reference}: the image is for ${platformString(config)}, not ${platformString(platform.want)}`);
     const diffIds = config.rootfs.diff_ids;
     if (diffIds.length !== manifest.layers.length)
       throw new StrataError("INVALID_CONFIG", `config ${manifest.config.digest} lists ${diffIds.length} diff_ids for ${manifest.layers.length} layers`);
     const chains = chainIds(diffIds);
-    const layers = await fetchLayers(engine, repo, manifest, diffIds, chains, client.retries, opts, progress);
+    const layers = await fetchLayers(engine, repo, manifest, diffIds, chains, repo.client.retries, opts, progress);
     const prepared: PreparedImage = {
       manifest: { digest: manifestDoc.digest, mediaType, size: manifestDoc.raw.length, raw: manifestDoc.raw, generated: false },
       config: { digest: manifest.config.digest, mediaType: manifest.config.mediaType, size: configRaw.length, parsed: config },
@@ -180,7 +222,7 @@ export async function pull(engine: Engine, refString: string, opts: PullOptions 
       for (const k of keys) if (k) await engine.snapshots.remove(k).catch(() => {});
     }
     for (const l of layers) progress({ id: short(l.layer.digest), status: l.existed ? "Already exists" : "Pull complete" });
-    return { reference: formatReference(ref), digest: top.digest, image: prepared, upToDate: false };
+    return { image: prepared, upToDate: false };
   } finally {
     meta.write(() => meta.dropLeases(owner));
   }

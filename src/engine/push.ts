@@ -1,7 +1,7 @@
 import type { Readable } from "node:stream";
 import { StrataError } from "../errors/index.js";
 import type { Digest } from "../digest/index.js";
-import { parseManifest, type Descriptor, type Manifest } from "../oci/index.js";
+import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type Manifest } from "../oci/index.js";
 import { formatReference, parseReference, repositoryName, type Reference } from "../reference/index.js";
 import { RegistryClient, Repository, skipBytes, type RegistryOptions } from "../registry/client/registry.js";
 import type { ProgressEvent } from "./pull.js";
@@ -138,4 +138,35 @@ export async function pushImage(source: SourceImage, target: Reference, opts: Pu
     throw new StrataError("DIGEST_MISMATCH", `push to ${formatReference(target)}: the image's manifest digest is ${source.digest}`);
   const digest = await repo.putManifest(reference, source.rawManifest, source.mediaType);
   return { reference: formatReference(target), digest, size: source.rawManifest.length };
+}
+
+/** A multi-platform image to copy: its index, byte for byte, and each platform's image in the index's order. */
+export interface SourceIndex {
+  digest: Digest;
+  mediaType: string;
+  rawIndex: Buffer;
+  images: SourceImage[];
+}
+
+/** The store's multi-platform image under a tag (pulled with --all-platforms), or undefined when the tag names one image. */
+export async function storeIndexSource(engine: Engine, ref: string): Promise<SourceIndex | undefined> {
+  const index = engine.indexOf(ref);
+  if (!index) return undefined;
+  const rawIndex = engine.content.read(index.digest, MAX_MANIFEST_BYTES, index.size);
+  const images = await Promise.all(engine.meta.indexManifests(index.digest).map((d) => storeSource(engine, d)));
+  return { digest: index.digest, mediaType: index.media_type, rawIndex, images };
+}
+
+/**
+ * Pushes a multi-platform image: each platform's image by digest (its blobs,
+ * then its manifest), then the index, as it is, under `target`; so the
+ * registry serves the same index digest.
+ */
+export async function pushIndex(source: SourceIndex, target: Reference, opts: PushOptions = {}): Promise<PushResult> {
+  if (target.digest && target.digest !== source.digest)
+    throw new StrataError("DIGEST_MISMATCH", `push to ${formatReference(target)}: the image's index digest is ${source.digest}`);
+  for (const image of source.images) await pushImage(image, { ...target, tag: undefined, digest: image.digest }, opts);
+  const repo = new Repository(new RegistryClient(target.domain, opts), target.path);
+  const digest = await repo.putManifest(target.tag ?? target.digest!, source.rawIndex, source.mediaType);
+  return { reference: formatReference(target), digest, size: source.rawIndex.length };
 }

@@ -9,7 +9,7 @@ import type { Digest } from "../digest/index.js";
  * readers never block the one writer; every multi-step change is one
  * `BEGIN IMMEDIATE` transaction.
  */
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE images (
@@ -89,6 +89,20 @@ const MIGRATIONS: string[] = [
      created INTEGER NOT NULL
    );
    CREATE INDEX build_cache_step ON build_cache(parent, step);`,
+  `CREATE TABLE image_indexes (           -- a multi-platform image's index, kept byte for byte as a blob
+     digest TEXT PRIMARY KEY,
+     media_type TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     added_at INTEGER NOT NULL
+   );
+   CREATE TABLE index_manifests (         -- its manifests, in the index's order; each one an images row
+     index_digest TEXT NOT NULL REFERENCES image_indexes(digest) ON DELETE CASCADE,
+     position INTEGER NOT NULL,
+     manifest TEXT NOT NULL REFERENCES images(digest),
+     PRIMARY KEY (index_digest, position)
+   );
+   CREATE INDEX index_manifests_manifest ON index_manifests(manifest);
+   ALTER TABLE tags ADD COLUMN index_digest TEXT REFERENCES image_indexes(digest);  -- the index the tag came from, if any`,
 ];
 
 export interface ImageRow {
@@ -122,6 +136,13 @@ export interface NewImage {
   image: Omit<ImageRow, "added_at">;
   layers: (LayerRow & { chain_id: Digest })[];
   tags: string[];
+}
+
+export interface IndexRow {
+  digest: Digest;
+  media_type: string;
+  size: number;
+  added_at: number;
 }
 
 export type DB = Database.Database;
@@ -249,10 +270,52 @@ export class MetaStore {
     for (const t of n.tags) this.setTag(t, n.image.digest, now);
   }
 
-  setTag(name: string, image: string, now = Date.now()): void {
+  /** Points `name` at an image (and, for a multi-platform image, at the index it was chosen from). */
+  setTag(name: string, image: string, now = Date.now(), index: string | null = null): void {
     this.db
-      .prepare("INSERT INTO tags (name, image, tagged_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET image = excluded.image, tagged_at = excluded.tagged_at")
-      .run(name, image, now);
+      .prepare(
+        `INSERT INTO tags (name, image, tagged_at, index_digest) VALUES (?, ?, ?, ?)
+         ON CONFLICT(name) DO UPDATE SET image = excluded.image, tagged_at = excluded.tagged_at, index_digest = excluded.index_digest`,
+      )
+      .run(name, image, now, index);
+  }
+
+  /** The index a tag came from, if it has one. */
+  tagIndex(name: string): IndexRow | undefined {
+    return this.db.prepare("SELECT x.* FROM tags t JOIN image_indexes x ON x.digest = t.index_digest WHERE t.name = ?").get(name) as IndexRow | undefined;
+  }
+
+  indexes(): IndexRow[] {
+    return this.db.prepare("SELECT * FROM image_indexes ORDER BY digest").all() as IndexRow[];
+  }
+
+  /** An index's manifests, in its order. */
+  indexManifests(index: string): Digest[] {
+    return (this.db.prepare("SELECT manifest FROM index_manifests WHERE index_digest = ? ORDER BY position").all(index) as { manifest: Digest }[]).map((r) => r.manifest);
+  }
+
+  /** Records an index over manifests already in `images`. Call inside write(). */
+  putIndex(index: Omit<IndexRow, "added_at">, manifests: Digest[], now = Date.now()): void {
+    const db = this.db;
+    db.prepare("INSERT INTO image_indexes (digest, media_type, size, added_at) VALUES (?, ?, ?, ?) ON CONFLICT(digest) DO NOTHING").run(index.digest, index.media_type, index.size, now);
+    const put = db.prepare("INSERT INTO index_manifests (index_digest, position, manifest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
+    manifests.forEach((m, i) => put.run(index.digest, i, m));
+  }
+
+  /** Forgets the indexes no tag points at any more; returns them and their manifests (the images themselves stay). */
+  dropUntaggedIndexes(): { indexes: Digest[]; manifests: Digest[] } {
+    const gone = this.db.prepare("SELECT digest FROM image_indexes x WHERE NOT EXISTS (SELECT 1 FROM tags WHERE index_digest = x.digest)").all() as { digest: Digest }[];
+    const manifests = new Set<Digest>();
+    for (const { digest } of gone) {
+      for (const m of this.indexManifests(digest)) manifests.add(m);
+      this.db.prepare("DELETE FROM image_indexes WHERE digest = ?").run(digest);
+    }
+    return { indexes: gone.map((r) => r.digest), manifests: [...manifests] };
+  }
+
+  /** An image no tag and no index names (a container may still use it). */
+  untracked(image: string): boolean {
+    return !this.db.prepare("SELECT 1 FROM tags WHERE image = ? UNION ALL SELECT 1 FROM index_manifests WHERE manifest = ?").get(image, image);
   }
 
   removeTag(name: string): void {
@@ -269,7 +332,7 @@ export class MetaStore {
     for (const l of layers) unused.run(l, l);
   }
 
-  /** Every digest an image references (manifest, config, layers) plus live leases. */
+  /** Every digest an image or index references (index, manifest, config, layers) plus live leases. */
   referencedDigests(): Set<string> {
     const out = new Set<string>();
     for (const r of this.db.prepare("SELECT digest, config_digest FROM images").all() as { digest: string; config_digest: string }[]) {
@@ -277,6 +340,7 @@ export class MetaStore {
       out.add(r.config_digest);
     }
     for (const r of this.db.prepare("SELECT DISTINCT layer FROM image_layers").all() as { layer: string }[]) out.add(r.layer);
+    for (const r of this.db.prepare("SELECT digest FROM image_indexes").all() as { digest: string }[]) out.add(r.digest);
     for (const r of this.db.prepare("SELECT digest FROM leases").all() as { digest: string }[]) out.add(r.digest);
     for (const r of this.db.prepare("SELECT layer FROM build_cache WHERE layer IS NOT NULL").all() as { layer: string }[]) out.add(r.layer);
     return out;

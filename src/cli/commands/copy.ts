@@ -14,18 +14,22 @@ Copy an image, blob by blob and verified, without unpacking it. Locations:
 
 Manifests are copied byte for byte, so the image keeps its digest (a
 docker-archive source has no manifest: one is generated, as skopeo does).
+With --all, a multi-platform image is copied whole: every platform's image,
+then its index (not into a docker-archive, which holds one platform).
 
 Options:
       --platform string          os/arch[/variant] to take from a multi-platform source (default: the host's)
+  -a, --all                      Copy every platform of a multi-platform source, and its index
   -q, --quiet                    Print only the manifest digest
 ${REGISTRY_FLAGS_USAGE}`,
-  options: { quiet: { type: "boolean", short: "q" }, platform: { type: "string" }, ...REGISTRY_FLAGS },
+  options: { quiet: { type: "boolean", short: "q" }, platform: { type: "string" }, all: { type: "boolean", short: "a" }, ...REGISTRY_FLAGS },
   async run({ values, positionals }, ctx) {
     arity("copy", positionals, 2);
     const quiet = !!values.quiet;
     const r = await ctx.engine().copy(positionals[0], positionals[1], {
       ...registryOptions(values),
       platform: values.platform as string | undefined,
+      all: !!values.all,
       onProgress: progressPrinter(ctx.out, ctx.err, quiet),
     });
     ctx.out.write(quiet ? `${r.digest}\n` : `Copied ${positionals[0]} to ${positionals[1]}: ${r.digest}\n`);

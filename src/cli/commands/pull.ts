@@ -10,10 +10,11 @@ Download an image from a registry
 
 Options:
       --platform string          os/arch[/variant] to pick from a multi-platform image (default: the host's)
+      --all-platforms            Store every platform's image and the index (only --platform's is tagged and unpacked)
       --no-unpack                Keep the blobs only; do not unpack layers into snapshots
   -q, --quiet                    Print only the image reference
 ${REGISTRY_FLAGS_USAGE}`,
-  options: { quiet: { type: "boolean", short: "q" }, platform: { type: "string" }, "no-unpack": { type: "boolean" }, ...REGISTRY_FLAGS },
+  options: { quiet: { type: "boolean", short: "q" }, platform: { type: "string" }, "all-platforms": { type: "boolean" }, "no-unpack": { type: "boolean" }, ...REGISTRY_FLAGS },
   async run({ values, positionals }, ctx) {
     arity("pull", positionals, 1);
     const ref = parseReference(positionals[0]);
@@ -23,6 +24,7 @@ ${REGISTRY_FLAGS_USAGE}`,
     const r = await ctx.engine().pull(positionals[0], {
       ...registryOptions(values),
       platform: values.platform as string | undefined,
+      allPlatforms: !!values["all-platforms"],
       unpack: !values["no-unpack"],
       onProgress: progressPrinter(ctx.out, ctx.err, quiet),
     });
