@@ -447,6 +447,18 @@ test("push faults: a reset in the middle of a chunked upload resumes; a 500 on t
     } else forward();
   };
   await rejectsCode(s.engine.push(`${s.reg.host}/f/img:1`, `${s.proxy.host}/k/img:1`, { retries: 1, retryDelayMs: 10 }), "DENIED", /denied/);
+
+  // A layer gone bad in the store fails the push before the registry has all of it, in one PUT or in chunks.
+  s.fault.current = undefined;
+  const path = s.engine.content.blobPath(s.bigLayer as `sha256:${string}`);
+  const good = readFileSync(path);
+  writeFileSync(path, Buffer.concat([good.subarray(0, 100), Buffer.from([good[100] ^ 1]), good.subarray(101)]));
+  for (const [repo, opts] of [["m/img", {}], ["c/img", { monolithicMax: 1 << 20, chunkSize: 1 << 20 }]] as const) {
+    await rejectsCode(s.engine.push(`${s.reg.host}/f/img:1`, `${s.proxy.host}/${repo}:1`, { retries: 1, retryDelayMs: 10, ...opts }), "DIGEST_MISMATCH");
+    assert.equal((await fetch(`${s.reg.url}/v2/${repo}/blobs/${s.bigLayer}`, { method: "HEAD" })).status, 404, repo);
+    assert.equal((await fetch(`${s.reg.url}/v2/${repo}/manifests/1`, { method: "HEAD" })).status, 404, repo);
+  }
+  writeFileSync(path, good);
 });
 
 test("strata copy between a registry, an OCI layout, archives and the store keeps the digest; skopeo reads what it writes", async (t) => {

@@ -205,13 +205,13 @@ export async function layoutSource(dir: string, tag: string | undefined, want: P
   };
 }
 
-async function readAll(src: Readable, limit: number): Promise<Buffer> {
+async function readAll(src: AsyncIterable<Buffer>, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of src) {
-    n += (c as Buffer).length;
+    n += c.length;
     if (n > limit) throw new StrataError("INVALID_CONFIG", `config: over the ${limit}-byte limit`);
-    chunks.push(c as Buffer);
+    chunks.push(Buffer.from(c)); // the source may reuse its buffer
   }
   return Buffer.concat(chunks);
 }
@@ -266,7 +266,7 @@ export async function importSource(engine: Engine, source: SourceImage, tag: str
 }
 
 /** Writes a blob into a layout atomically (temp file, fsync, rename); an existing blob is kept. */
-async function layoutBlob(dir: string, d: Descriptor, open: () => Promise<Readable>): Promise<void> {
+async function layoutBlob(dir: string, d: Descriptor, open: () => Promise<AsyncIterable<Buffer>>): Promise<void> {
   const path = join(dir, "blobs", "sha256", digestHex(d.digest));
   try {
     if ((await fs.stat(path)).size === d.size) return;
@@ -276,7 +276,7 @@ async function layoutBlob(dir: string, d: Descriptor, open: () => Promise<Readab
   const tmp = `${path}.tmp-${process.pid}`;
   const fh = await fs.open(tmp, "w", 0o644);
   try {
-    for await (const c of await open()) await fh.write(c as Buffer);
+    for await (const c of await open()) await fh.write(c);
     await fh.sync();
   } catch (e) {
     await fh.close();

@@ -1,9 +1,8 @@
-import type { Readable } from "node:stream";
 import { StrataError } from "../errors/index.js";
 import type { Digest } from "../digest/index.js";
 import { parseManifest, type Descriptor, type Manifest } from "../oci/index.js";
 import { formatReference, parseReference, repositoryName, type Reference } from "../reference/index.js";
-import { RegistryClient, Repository, skipBytes, type RegistryOptions } from "../registry/client/registry.js";
+import { RegistryClient, Repository, type RegistryOptions } from "../registry/client/registry.js";
 import type { ProgressEvent } from "./pull.js";
 import type { Engine } from "./index.js";
 
@@ -16,8 +15,11 @@ export interface SourceImage {
   mediaType: string;
   rawManifest: Buffer;
   manifest: Manifest;
-  /** the blob's bytes from `offset`, verified against its digest as they are read */
-  open(d: Descriptor, offset: number): Promise<Readable>;
+  /**
+   * the blob's bytes from `offset`, verified against its digest as they are
+   * read; a chunk may be overwritten once the next is asked for (copy what you keep)
+   */
+  open(d: Descriptor, offset: number): Promise<AsyncIterable<Buffer>>;
   /** repositories (domain/path) of a registry where these blobs are known to live, for cross-repository mounts */
   mountCandidates?(d: Descriptor): string[];
 }
@@ -50,7 +52,7 @@ export async function storeSource(engine: Engine, ref: string): Promise<SourceIm
     mediaType: img.mediaType,
     rawManifest: raw,
     manifest,
-    open: async (d, offset) => (offset ? skipBytes(await engine.content.open(d.digest, d.size), offset) : engine.content.open(d.digest, d.size)),
+    open: async (d, offset) => engine.content.chunks(d.digest, d.size, offset),
     mountCandidates: (d) => {
       const rows = engine.meta.db
         .prepare("SELECT DISTINCT t.name FROM tags t JOIN image_layers il ON il.image = t.image WHERE il.layer = ? OR t.image IN (SELECT digest FROM images WHERE config_digest = ?)")
