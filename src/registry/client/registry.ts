@@ -75,7 +75,7 @@ async function registryMessage(res: HttpResponse): Promise<string> {
 export class RegistryClient {
   readonly host: string;
   private readonly transport: Transport;
-  private base?: URL;
+  private base?: Promise<URL>;
   private challenge?: Challenge;
   private readonly tokens = new Map<string, { token: string; expires: number }>();
   private creds?: Promise<Credentials | undefined>;
@@ -102,17 +102,23 @@ export class RegistryClient {
     return (this.creds ??= typeof c === "function" ? c() : c ? Promise.resolve(c) : lookupCredentials(this.domain));
   }
 
-  /** The API base: https, or http for an insecure host where https does not answer. */
-  private async endpoint(): Promise<URL> {
-    if (this.base) return this.base;
+  /** The API base: https, or http for an insecure host where https does not answer (probed once, however many ask at once). */
+  private endpoint(): Promise<URL> {
+    return (this.base ??= this.probe());
+  }
+
+  private async probe(): Promise<URL> {
     const https = new URL(`https://${this.host}/v2/`);
-    if (!this.insecureAllowed) return (this.base = https);
+    if (!this.insecureAllowed) return https;
     try {
       discard(await this.transport({ method: "GET", url: https }));
-      return (this.base = https);
+      return https;
     } catch (e) {
-      if (!isNetworkError(e) && !/ssl|tls|wrong version|EPROTO|certificate/i.test(`${(e as Error).message} ${(e as NodeJS.ErrnoException).code}`)) throw e;
-      return (this.base = new URL(`http://${this.host}/v2/`));
+      if (!isNetworkError(e) && !/ssl|tls|wrong version|EPROTO|certificate/i.test(`${(e as Error).message} ${(e as NodeJS.ErrnoException).code}`)) {
+        this.base = undefined; // the next call tries again
+        throw e;
+      }
+      return new URL(`http://${this.host}/v2/`);
     }
   }
 
