@@ -25,7 +25,7 @@ export interface SourceImage {
 }
 
 export interface PushOptions extends RegistryOptions {
-  /** blob uploads at once (default 3) */
+  /** blob uploads at once (default 5, as Docker's max-concurrent-uploads: the config goes with four layers) */
   concurrency?: number;
   /** PATCH chunk size for blobs larger than `monolithicMax` */
   chunkSize?: number;
@@ -133,7 +133,7 @@ export async function pushImage(source: SourceImage, target: Reference, opts: Pu
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
+  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 5) }, worker));
   if (failure !== undefined) throw failure;
   const reference = target.tag ?? target.digest!;
   if (target.digest && target.digest !== source.digest)
