@@ -1,6 +1,6 @@
 import { StrataError } from "../errors/index.js";
-import type { Digest } from "../digest/index.js";
-import { parseManifest, type Descriptor, type Manifest } from "../oci/index.js";
+import { sha256, type Digest } from "../digest/index.js";
+import { MediaType, parseManifest, type Descriptor, type Manifest } from "../oci/index.js";
 import { formatReference, parseReference, repositoryName, type Reference } from "../reference/index.js";
 import { RegistryClient, Repository, type RegistryOptions } from "../registry/client/registry.js";
 import type { ProgressEvent } from "./pull.js";
@@ -22,6 +22,8 @@ export interface SourceImage {
   open(d: Descriptor, offset: number): Promise<AsyncIterable<Buffer>>;
   /** repositories (domain/path) of a registry where these blobs are known to live, for cross-repository mounts */
   mountCandidates?(d: Descriptor): string[];
+  /** a layer whose blob is a plain tar, gzip-compressed: the new blob's descriptor (open() reads it); undefined for a compressed one */
+  gzipped?(d: Descriptor): Promise<Descriptor | undefined>;
 }
 
 export interface PushOptions extends RegistryOptions {
@@ -59,6 +61,13 @@ export async function storeSource(engine: Engine, ref: string): Promise<SourceIm
         .all(d.digest, d.digest) as { name: string }[];
       return [...new Set(rows.map((r) => repositoryName(parseReference(r.name))))];
     },
+    // A layer is plain when its blob is its own diffID (a docker-archive's tar, recorded as c/image lists it, with the gzip type).
+    gzipped: async (d) => {
+      if (engine.meta.layer(d.digest)?.diff_id !== d.digest) return undefined;
+      const layer = await engine.ingestLayer(await engine.content.open(d.digest, d.size), "none");
+      await layer.pending.commit(layer.digest);
+      return { mediaType: img.mediaType === MediaType.DockerManifest ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip, digest: layer.digest, size: layer.size };
+    },
   };
 }
 
@@ -77,6 +86,7 @@ export async function push(engine: Engine, ref: string, dest: string | undefined
  * it names is there.
  */
 export async function pushImage(source: SourceImage, target: Reference, opts: PushOptions = {}): Promise<PushResult> {
+  source = await withGzippedLayers(source);
   const progress = opts.onProgress ?? (() => {});
   const client = new RegistryClient(target.domain, {
     ...opts,
@@ -140,4 +150,20 @@ export async function pushImage(source: SourceImage, target: Reference, opts: Pu
     throw new StrataError("DIGEST_MISMATCH", `push to ${formatReference(target)}: the image's manifest digest is ${source.digest}`);
   const digest = await repo.putManifest(reference, source.rawManifest, source.mediaType);
   return { reference: formatReference(target), digest, size: source.rawManifest.length };
+}
+
+/**
+ * Plain tar layers go to a registry gzip-compressed, as Docker and podman
+ * push them: the source then carries a manifest naming the compressed
+ * blobs (so a new digest), and the rest of it unchanged.
+ */
+async function withGzippedLayers(source: SourceImage): Promise<SourceImage> {
+  if (!source.gzipped) return source;
+  const layers = await Promise.all(source.manifest.layers.map(async (d) => (await source.gzipped!(d)) ?? d));
+  if (layers.every((l, i) => l === source.manifest.layers[i])) return source;
+  const doc = JSON.parse(source.rawManifest.toString("utf8")) as { layers: Record<string, unknown>[] };
+  doc.layers = doc.layers.map((l, i) => ({ ...l, mediaType: layers[i].mediaType, digest: layers[i].digest, size: layers[i].size }));
+  const rawManifest = Buffer.from(JSON.stringify(doc));
+  const digest = sha256(rawManifest);
+  return { ...source, digest, rawManifest, manifest: parseManifest(rawManifest, `manifest ${digest}`, source.mediaType) };
 }
