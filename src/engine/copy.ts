@@ -1,10 +1,11 @@
-import { createReadStream, mkdtempSync, promises as fs, rmSync } from "node:fs";
+import { mkdtempSync, promises as fs, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { StrataError, isErrno } from "../errors/index.js";
 import { chainIds, digestHex, sha256, type Digest } from "../digest/index.js";
 import { VerifyStream } from "../digest/stream.js";
+import { fileChunks } from "../content/index.js";
 import {
   ANNOTATION_REF_NAME, MAX_MANIFEST_BYTES, MediaType, hostPlatform, isIndexMediaType, parseConfig, parseIndex, parseManifest, platformMatches, platformString,
   type Descriptor, type Index, type Platform,
@@ -194,14 +195,7 @@ export async function layoutSource(dir: string, tag: string | undefined, want: P
     mediaType: desc.mediaType,
     rawManifest: raw,
     manifest,
-    open: async (d, offset) => {
-      try {
-        await fs.access(blobPath(d));
-      } catch (e) {
-        throw new StrataError("NOT_FOUND", `oci:${dir}: blob ${d.digest} is missing`, { cause: e });
-      }
-      return verified(createReadStream(blobPath(d), { start: offset, highWaterMark: 1 << 20 }), d, offset);
-    },
+    open: async (d, offset) => fileChunks(blobPath(d), d, offset, `oci:${dir}: blob ${d.digest} is missing`),
   };
 }
 
