@@ -295,6 +295,43 @@ describe("content store", () => {
     await rejectsCode(() => store.read(digest, 4 * 1024 * 1024), "DIGEST_MISMATCH");
   });
 
+  test("chunks() reads from an offset into one reused buffer, and hands out no last chunk of a wrong blob", async (t) => {
+    const store = await newStore(t);
+    const data = randomBytes(2 * 1024 * 1024 + 3);
+    const { digest } = await store.put(data);
+    const collect = async (offset: number, size = data.length) => {
+      const got: Buffer[] = [];
+      const buffers = new Set<ArrayBuffer>();
+      for await (const c of store.chunks(digest, size, offset)) {
+        got.push(Buffer.from(c));
+        buffers.add(c.buffer as ArrayBuffer);
+      }
+      return { bytes: Buffer.concat(got), buffers: buffers.size };
+    };
+    for (const offset of [0, 1, 1024 * 1024, data.length - 1, data.length]) {
+      const { bytes, buffers } = await collect(offset);
+      assert.ok(bytes.equals(data.subarray(offset)), `offset ${offset}`);
+      assert.ok(buffers <= 1, `offset ${offset}: ${buffers} buffers`);
+    }
+    await rejectsCode(collect(0, data.length + 1), "SIZE_MISMATCH");
+    // A flipped byte (even one before the offset) fails the read before the chunk that completes the blob.
+    const fd = openSync(store.blobPath(digest), "r+");
+    writeSync(fd, Buffer.from([data[10] ^ 0x01]), 0, 1, 10);
+    closeSync(fd);
+    let seen = 0;
+    await rejectsCode(
+      (async () => {
+        for await (const c of store.chunks(digest, data.length, 5)) seen += c.length;
+      })(),
+      "DIGEST_MISMATCH",
+    );
+    assert.ok(seen < data.length - 5, `${seen} bytes handed out`);
+    // Longer on disk than expected.
+    writeFileSync(store.blobPath(digest), Buffer.concat([data, Buffer.from("x")]));
+    await rejectsCode(collect(0), "SIZE_MISMATCH");
+    await rejectsCode(store.chunks(sha256("absent"), 6).next(), "NOT_FOUND");
+  });
+
   test("cleanIngests removes what dead owners left and keeps live writes", async (t) => {
     const store = await newStore(t);
     const dir = store.ingestDir;

@@ -165,6 +165,37 @@ test("anonymous: skopeo push → strata pull unpacks the same tree, keeps the di
   await storeIsSound(root, 1);
 });
 
+test("a loaded docker-archive's plain tar layers are pushed gzip-compressed (as docker and podman push them), and pull back to the same diffIDs", async (t) => {
+  const dir = tempDir(t);
+  const reg = await startRegistry(t, join(dir, "reg"));
+  const { archive } = await testArchive(dir, "plain/app:1");
+  const root = join(dir, "root");
+  ok(await strataRun(root, ["load", "-i", archive]), "load");
+  const local = JSON.parse(ok(await strataRun(root, ["inspect", "plain/app:1"]), "inspect").stdout)[0];
+  const push = ok(await strataRun(root, ["push", "-q", "plain/app:1", `${reg.host}/plain/app:1`]), "push");
+
+  const raw = await tool("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${reg.host}/plain/app:1`]);
+  assert.equal(push.stdout, `${reg.host}/plain/app:1@${sha256(raw)}\n`);
+  assert.notEqual(sha256(raw), local.Descriptor.digest, "a new manifest names the compressed blobs");
+  const manifest = JSON.parse(raw) as { config: { digest: string }; layers: { mediaType: string; digest: string; size: number }[] };
+  assert.equal(manifest.config.digest, local.Id);
+  assert.equal(manifest.layers.length, 2);
+  for (const l of manifest.layers) {
+    assert.equal(l.mediaType, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    const blob = Buffer.from(await (await fetch(`${reg.url}/v2/plain/app/blobs/${l.digest}`)).arrayBuffer());
+    assert.equal(blob.length, l.size);
+    assert.deepEqual([...blob.subarray(0, 2)], [0x1f, 0x8b], `${l.digest} is gzip`);
+    assert.ok(!local.RootFS.Layers.includes(l.digest), "not the plain tar's digest");
+  }
+  // The local image is unchanged; a pull (which checks each layer's diffID against the config) gets the same layers.
+  assert.equal(JSON.parse(ok(await strataRun(root, ["inspect", "plain/app:1"]), "inspect").stdout)[0].Descriptor.digest, local.Descriptor.digest);
+  const other = join(dir, "other");
+  ok(await strataRun(other, ["pull", `${reg.host}/plain/app:1`]), "pull");
+  assert.deepEqual(JSON.parse(ok(await strataRun(other, ["inspect", `${reg.host}/plain/app:1`]), "inspect").stdout)[0].RootFS.Layers, local.RootFS.Layers);
+  await storeIsSound(root, 1);
+  await storeIsSound(other, 1);
+});
+
 test("pull by digest, errors for a missing tag and an unknown repository, strata check after each", async (t) => {
   const dir = tempDir(t);
   const reg = await startRegistry(t, join(dir, "reg"));
@@ -447,6 +478,18 @@ test("push faults: a reset in the middle of a chunked upload resumes; a 500 on t
     } else forward();
   };
   await rejectsCode(s.engine.push(`${s.reg.host}/f/img:1`, `${s.proxy.host}/k/img:1`, { retries: 1, retryDelayMs: 10 }), "DENIED", /denied/);
+
+  // A layer gone bad in the store fails the push before the registry has all of it, in one PUT or in chunks.
+  s.fault.current = undefined;
+  const path = s.engine.content.blobPath(s.bigLayer as `sha256:${string}`);
+  const good = readFileSync(path);
+  writeFileSync(path, Buffer.concat([good.subarray(0, 100), Buffer.from([good[100] ^ 1]), good.subarray(101)]));
+  for (const [repo, opts] of [["m/img", {}], ["c/img", { monolithicMax: 1 << 20, chunkSize: 1 << 20 }]] as const) {
+    await rejectsCode(s.engine.push(`${s.reg.host}/f/img:1`, `${s.proxy.host}/${repo}:1`, { retries: 1, retryDelayMs: 10, ...opts }), "DIGEST_MISMATCH");
+    assert.equal((await fetch(`${s.reg.url}/v2/${repo}/blobs/${s.bigLayer}`, { method: "HEAD" })).status, 404, repo);
+    assert.equal((await fetch(`${s.reg.url}/v2/${repo}/manifests/1`, { method: "HEAD" })).status, 404, repo);
+  }
+  writeFileSync(path, good);
 });
 
 test("strata copy between a registry, an OCI layout, archives and the store keeps the digest; skopeo reads what it writes", async (t) => {

@@ -12,9 +12,12 @@ export interface BlobInfo {
   size: number;
 }
 
-export type Opener = (offset: number) => Promise<Readable>;
+/** The content from `offset`; a chunk may be overwritten once the next is asked for. */
+export type Opener = (offset: number) => Promise<AsyncIterable<Buffer>>;
 
 const POLL_MS = 20;
+/** fileChunks(): one read's size (the buffer each chunk is read into) */
+const CHUNK_BYTES = 1 << 20;
 
 /**
  * The content store: immutable blobs under blobs/<alg>/<hex>, written through
@@ -90,6 +93,11 @@ export class ContentStore {
     src.on("error", (e) => verify.destroy(e));
     verify.on("close", () => src.destroy());
     return src.pipe(verify);
+  }
+
+  /** A blob's bytes from `offset`, read as fileChunks() reads them. */
+  chunks(d: Digest, size: number, offset = 0): AsyncGenerator<Buffer> {
+    return fileChunks(this.blobPath(d), { digest: d, size }, offset, `blob ${d} not found in the content store`);
   }
 
   /** Stores a small buffer (manifest, config). */
@@ -195,7 +203,6 @@ export class ContentStore {
           size += b.length;
           if (expected.size !== undefined && size > expected.size) {
             overflow = true;
-            src.destroy();
             break;
           }
           hash.update(b);
@@ -318,5 +325,46 @@ export class PendingBlob {
   async abort(): Promise<void> {
     if (!this.done) await this.fh.close().catch(() => {});
     await fs.rm(this.path, { force: true });
+  }
+}
+
+/**
+ * The bytes of the file at `path` from `offset`, verified against `expected`
+ * (the bytes before `offset` are read and hashed too), read into one reused
+ * buffer: each chunk is valid only until the next is asked for, so nothing
+ * is allocated per chunk. Size and digest are checked before the last chunk
+ * is handed out: a consumer never gets the whole of a wrong blob. A missing
+ * file is NOT_FOUND, said as `missing`.
+ */
+export async function* fileChunks(path: string, expected: { digest: Digest; size: number }, offset: number, missing: string): AsyncGenerator<Buffer> {
+  const { digest: d, size } = expected;
+  let fh: import("node:fs/promises").FileHandle;
+  try {
+    fh = await fs.open(path, "r");
+  } catch (e) {
+    if (isErrno(e, "ENOENT")) throw new StrataError("NOT_FOUND", missing, { cause: e });
+    throw wrap(e, "IO", `open blob ${d}`);
+  }
+  try {
+    const hash = createHash(digestAlgorithm(d));
+    const buf = Buffer.allocUnsafeSlow(Math.max(1, Math.min(size, CHUNK_BYTES)));
+    for (let pos = 0; ; ) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      const chunk = buf.subarray(0, bytesRead);
+      hash.update(chunk);
+      pos += bytesRead;
+      if (pos > size) throw new StrataError("SIZE_MISMATCH", `blob ${d}: more than the expected ${size} bytes`);
+      if (pos === size || bytesRead === 0) {
+        // The end: nothing more on disk, and the right digest.
+        if (pos < size) throw new StrataError("SIZE_MISMATCH", `blob ${d}: got ${pos} bytes, expected ${size}`);
+        if ((await fh.read(Buffer.alloc(1), 0, 1, pos)).bytesRead !== 0) throw new StrataError("SIZE_MISMATCH", `blob ${d}: more than the expected ${size} bytes`);
+        const got = `${digestAlgorithm(d)}:${hash.digest("hex")}`;
+        if (got !== d) throw new StrataError("DIGEST_MISMATCH", `blob ${d}: digest mismatch: content has digest ${got}`);
+      }
+      if (pos > offset) yield chunk.subarray(Math.max(0, offset - (pos - bytesRead)));
+      if (pos === size) return;
+    }
+  } finally {
+    await fh.close();
   }
 }

@@ -1,10 +1,11 @@
-import { createReadStream, createWriteStream, mkdtempSync, promises as fs, rmSync } from "node:fs";
+import { createWriteStream, mkdtempSync, promises as fs, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { StrataError, isErrno } from "../errors/index.js";
 import { chainIds, digestHex, sha256, type Digest } from "../digest/index.js";
 import { VerifyStream } from "../digest/stream.js";
+import { fileChunks } from "../content/index.js";
 import {
   ANNOTATION_REF_NAME, MAX_MANIFEST_BYTES, MediaType, hostPlatform, isIndexMediaType, parseConfig, parseIndex, parseManifest, platformMatches, platformString,
   type Descriptor, type Index, type Platform,
@@ -254,14 +255,7 @@ export async function layoutSource(dir: string, tag: string | undefined, want: P
   if (named.length === 0) throw new StrataError("NOT_FOUND", `oci:${dir}${tag ? `:${tag}` : ""}: no such image in the layout`);
   if (named.length > 1) throw new StrataError("INVALID_ARGUMENT", `oci:${dir}: the layout holds ${named.length} images; name one (oci:DIR:TAG)`);
   const top = named[0];
-  const open = async (d: Descriptor, offset: number) => {
-    try {
-      await fs.access(blobPath(d));
-    } catch (e) {
-      throw new StrataError("NOT_FOUND", `oci:${dir}: blob ${d.digest} is missing`, { cause: e });
-    }
-    return verified(createReadStream(blobPath(d), { start: offset, highWaterMark: 1 << 20 }), d, offset);
-  };
+  const open = async (d: Descriptor, offset: number) => fileChunks(blobPath(d), d, offset, `oci:${dir}: blob ${d.digest} is missing`);
   const image = async (desc: Descriptor): Promise<SourceImage> => {
     const raw = await readSmall(desc, `manifest ${desc.digest}`);
     return { digest: desc.digest, mediaType: desc.mediaType, rawManifest: raw, manifest: parseManifest(raw, `manifest ${desc.digest}`, desc.mediaType), open };
@@ -275,13 +269,13 @@ export async function layoutSource(dir: string, tag: string | undefined, want: P
   return { digest: top.digest, mediaType: top.mediaType, rawIndex, images };
 }
 
-async function readAll(src: Readable, limit: number): Promise<Buffer> {
+async function readAll(src: AsyncIterable<Buffer>, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of src) {
-    n += (c as Buffer).length;
+    n += c.length;
     if (n > limit) throw new StrataError("INVALID_CONFIG", `config: over the ${limit}-byte limit`);
-    chunks.push(c as Buffer);
+    chunks.push(Buffer.from(c)); // the source may reuse its buffer
   }
   return Buffer.concat(chunks);
 }
@@ -336,7 +330,7 @@ export async function importSource(engine: Engine, source: SourceImage, tag: str
 }
 
 /** Writes a blob into a layout atomically (temp file, fsync, rename); an existing blob is kept. */
-async function layoutBlob(dir: string, d: Descriptor, open: () => Promise<Readable>): Promise<void> {
+async function layoutBlob(dir: string, d: Descriptor, open: () => Promise<AsyncIterable<Buffer>>): Promise<void> {
   const path = join(dir, "blobs", "sha256", digestHex(d.digest));
   try {
     if ((await fs.stat(path)).size === d.size) return;
@@ -346,7 +340,7 @@ async function layoutBlob(dir: string, d: Descriptor, open: () => Promise<Readab
   const tmp = `${path}.tmp-${process.pid}`;
   const fh = await fs.open(tmp, "w", 0o644);
   try {
-    for await (const c of await open()) await fh.write(c as Buffer);
+    for await (const c of await open()) await fh.write(c);
     await fh.sync();
   } catch (e) {
     await fh.close();

@@ -1,9 +1,8 @@
-import type { Readable } from "node:stream";
 import { StrataError } from "../errors/index.js";
-import type { Digest } from "../digest/index.js";
-import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type Manifest } from "../oci/index.js";
+import { sha256, type Digest } from "../digest/index.js";
+import { MAX_MANIFEST_BYTES, MediaType, parseManifest, type Descriptor, type Manifest } from "../oci/index.js";
 import { formatReference, parseReference, repositoryName, type Reference } from "../reference/index.js";
-import { RegistryClient, Repository, skipBytes, type RegistryOptions } from "../registry/client/registry.js";
+import { RegistryClient, Repository, type RegistryOptions } from "../registry/client/registry.js";
 import type { ProgressEvent } from "./pull.js";
 import type { Engine } from "./index.js";
 
@@ -16,14 +15,19 @@ export interface SourceImage {
   mediaType: string;
   rawManifest: Buffer;
   manifest: Manifest;
-  /** the blob's bytes from `offset`, verified against its digest as they are read */
-  open(d: Descriptor, offset: number): Promise<Readable>;
+  /**
+   * the blob's bytes from `offset`, verified against its digest as they are
+   * read; a chunk may be overwritten once the next is asked for (copy what you keep)
+   */
+  open(d: Descriptor, offset: number): Promise<AsyncIterable<Buffer>>;
   /** repositories (domain/path) of a registry where these blobs are known to live, for cross-repository mounts */
   mountCandidates?(d: Descriptor): string[];
+  /** a layer whose blob is a plain tar, gzip-compressed: the new blob's descriptor (open() reads it); undefined for a compressed one */
+  gzipped?(d: Descriptor): Promise<Descriptor | undefined>;
 }
 
 export interface PushOptions extends RegistryOptions {
-  /** blob uploads at once (default 3) */
+  /** blob uploads at once (default 5, as Docker's max-concurrent-uploads: the config goes with four layers) */
   concurrency?: number;
   /** PATCH chunk size for blobs larger than `monolithicMax` */
   chunkSize?: number;
@@ -50,12 +54,19 @@ export async function storeSource(engine: Engine, ref: string): Promise<SourceIm
     mediaType: img.mediaType,
     rawManifest: raw,
     manifest,
-    open: async (d, offset) => (offset ? skipBytes(await engine.content.open(d.digest, d.size), offset) : engine.content.open(d.digest, d.size)),
+    open: async (d, offset) => engine.content.chunks(d.digest, d.size, offset),
     mountCandidates: (d) => {
       const rows = engine.meta.db
         .prepare("SELECT DISTINCT t.name FROM tags t JOIN image_layers il ON il.image = t.image WHERE il.layer = ? OR t.image IN (SELECT digest FROM images WHERE config_digest = ?)")
         .all(d.digest, d.digest) as { name: string }[];
       return [...new Set(rows.map((r) => repositoryName(parseReference(r.name))))];
+    },
+    // A layer is plain when its blob is its own diffID (a docker-archive's tar, recorded as c/image lists it, with the gzip type).
+    gzipped: async (d) => {
+      if (engine.meta.layer(d.digest)?.diff_id !== d.digest) return undefined;
+      const layer = await engine.ingestLayer(await engine.content.open(d.digest, d.size), "none");
+      await layer.pending.commit(layer.digest);
+      return { mediaType: img.mediaType === MediaType.DockerManifest ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip, digest: layer.digest, size: layer.size };
     },
   };
 }
@@ -75,6 +86,7 @@ export async function push(engine: Engine, ref: string, dest: string | undefined
  * it names is there.
  */
 export async function pushImage(source: SourceImage, target: Reference, opts: PushOptions = {}): Promise<PushResult> {
+  source = await withGzippedLayers(source);
   const progress = opts.onProgress ?? (() => {});
   const client = new RegistryClient(target.domain, {
     ...opts,
@@ -131,7 +143,7 @@ export async function pushImage(source: SourceImage, target: Reference, opts: Pu
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
+  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 5) }, worker));
   if (failure !== undefined) throw failure;
   const reference = target.tag ?? target.digest!;
   if (target.digest && target.digest !== source.digest)
@@ -169,4 +181,20 @@ export async function pushIndex(source: SourceIndex, target: Reference, opts: Pu
   const repo = new Repository(new RegistryClient(target.domain, opts), target.path);
   const digest = await repo.putManifest(target.tag ?? target.digest!, source.rawIndex, source.mediaType);
   return { reference: formatReference(target), digest, size: source.rawIndex.length };
+}
+
+/**
+ * Plain tar layers go to a registry gzip-compressed, as Docker and podman
+ * push them: the source then carries a manifest naming the compressed
+ * blobs (so a new digest), and the rest of it unchanged.
+ */
+async function withGzippedLayers(source: SourceImage): Promise<SourceImage> {
+  if (!source.gzipped) return source;
+  const layers = await Promise.all(source.manifest.layers.map(async (d) => (await source.gzipped!(d)) ?? d));
+  if (layers.every((l, i) => l === source.manifest.layers[i])) return source;
+  const doc = JSON.parse(source.rawManifest.toString("utf8")) as { layers: Record<string, unknown>[] };
+  doc.layers = doc.layers.map((l, i) => ({ ...l, mediaType: layers[i].mediaType, digest: layers[i].digest, size: layers[i].size }));
+  const rawManifest = Buffer.from(JSON.stringify(doc));
+  const digest = sha256(rawManifest);
+  return { ...source, digest, rawManifest, manifest: parseManifest(rawManifest, `manifest ${digest}`, source.mediaType) };
 }

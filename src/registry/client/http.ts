@@ -1,14 +1,17 @@
 import * as http from "node:http";
 import * as https from "node:https";
-import type { Readable } from "node:stream";
 import { StrataError } from "../../errors/index.js";
 
 export interface HttpRequest {
   method: "GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE";
   url: URL;
   headers?: Record<string, string>;
-  /** a buffer, or an opener for a streamed body (called once per attempt) */
-  body?: Buffer | (() => Promise<Readable>);
+  /**
+   * a buffer, or an opener for a streamed body (called once per attempt):
+   * each chunk is sent before the next is asked for, so a source may read
+   * the next into the same buffer
+   */
+  body?: Buffer | (() => Promise<AsyncIterable<Buffer>>);
 }
 
 export interface HttpResponse {
@@ -60,15 +63,21 @@ export function nodeTransport(opts: { timeoutMs?: number; maxSockets?: number } 
       });
       if (req.body === undefined) r.end();
       else if (Buffer.isBuffer(req.body)) r.end(req.body);
-      else
-        req.body().then(
-          (src) => {
-            src.on("error", (e) => r.destroy(e));
-            src.pipe(r);
-          },
-          (e) => r.destroy(e),
-        );
+      else req.body().then((src) => send(r, src), (e: Error) => r.destroy(e));
     });
+}
+
+/** Writes `src` to `r` chunk by chunk, each handed to the kernel before the next is read; a failed source destroys the request. */
+async function send(r: http.ClientRequest, src: AsyncIterable<Buffer>): Promise<void> {
+  // A request torn down mid-body may never call back a pending write.
+  const closed = new Promise<never>((_, reject) => r.once("close", () => reject(new Error("socket hang up"))));
+  closed.catch(() => {});
+  try {
+    for await (const chunk of src) await Promise.race([new Promise<void>((resolve, reject) => r.write(chunk, (e) => (e ? reject(e) : resolve()))), closed]);
+    r.end();
+  } catch (e) {
+    r.destroy(e as Error);
+  }
 }
 
 /** Reads a whole (small) response body, refusing more than `limit` bytes. */

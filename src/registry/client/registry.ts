@@ -75,7 +75,7 @@ async function registryMessage(res: HttpResponse): Promise<string> {
 export class RegistryClient {
   readonly host: string;
   private readonly transport: Transport;
-  private base?: URL;
+  private base?: Promise<URL>;
   private challenge?: Challenge;
   private readonly tokens = new Map<string, { token: string; expires: number }>();
   private creds?: Promise<Credentials | undefined>;
@@ -102,17 +102,23 @@ export class RegistryClient {
     return (this.creds ??= typeof c === "function" ? c() : c ? Promise.resolve(c) : lookupCredentials(this.domain));
   }
 
-  /** The API base: https, or http for an insecure host where https does not answer. */
-  private async endpoint(): Promise<URL> {
-    if (this.base) return this.base;
+  /** The API base: https, or http for an insecure host where https does not answer (probed once, however many ask at once). */
+  private endpoint(): Promise<URL> {
+    return (this.base ??= this.probe());
+  }
+
+  private async probe(): Promise<URL> {
     const https = new URL(`https://${this.host}/v2/`);
-    if (!this.insecureAllowed) return (this.base = https);
+    if (!this.insecureAllowed) return https;
     try {
       discard(await this.transport({ method: "GET", url: https }));
-      return (this.base = https);
+      return https;
     } catch (e) {
-      if (!isNetworkError(e) && !/ssl|tls|wrong version|EPROTO|certificate/i.test(`${(e as Error).message} ${(e as NodeJS.ErrnoException).code}`)) throw e;
-      return (this.base = new URL(`http://${this.host}/v2/`));
+      if (!isNetworkError(e) && !/ssl|tls|wrong version|EPROTO|certificate/i.test(`${(e as Error).message} ${(e as NodeJS.ErrnoException).code}`)) {
+        this.base = undefined; // the next call tries again
+        throw e;
+      }
+      return new URL(`http://${this.host}/v2/`);
     }
   }
 
@@ -360,12 +366,13 @@ export class Repository {
   /**
    * Uploads a blob: one monolithic PUT when it is small, else PATCHes of
    * `chunkSize` read from one continuous stream, then a closing PUT with
-   * the digest. `open(offset)` gives the bytes from `offset`; a failed chunk
+   * the digest. `open(offset)` gives the bytes from `offset` (a chunk may be
+   * overwritten once the next is asked for); a failed chunk
    * resumes where the registry says it got to.
    */
   async upload(
     desc: { digest: Digest; size: number },
-    open: (offset: number) => Promise<Readable>,
+    open: (offset: number) => Promise<AsyncIterable<Buffer>>,
     opts: { chunkSize?: number; monolithicMax?: number; onBytes?: (n: number) => void } = {},
   ): Promise<void> {
     const what = `upload ${desc.digest} to ${this.name}`;
@@ -378,9 +385,11 @@ export class Repository {
       u.searchParams.set("digest", desc.digest);
       return /^https?:/.test(loc) ? u.toString() : u.pathname + u.search;
     };
-    const counted = async (src: Readable) => {
-      if (opts.onBytes) src.on("data", (c: Buffer) => opts.onBytes!(c.length));
-      return src;
+    const counted = async function* (src: AsyncIterable<Buffer>) {
+      for await (const c of src) {
+        opts.onBytes?.(c.length);
+        yield c;
+      }
     };
     if (desc.size <= (opts.monolithicMax ?? 32 << 20)) {
       const res = await this.client.request(
@@ -475,51 +484,46 @@ export async function skipBytes(src: Readable, n: number): Promise<Readable> {
 }
 
 /**
- * Hands out consecutive byte ranges of one source stream, each as its own
- * stream; asking for an offset other than where it stands reopens the source there.
+ * Hands out consecutive byte ranges of one source, each as its own iterable;
+ * asking for an offset other than where it stands reopens the source there.
+ * A source chunk is read only when the one before it is used up.
  */
 class ByteCursor {
   private it?: AsyncIterator<Buffer>;
-  private src?: Readable;
   private pos = 0;
   private rest: Buffer = Buffer.alloc(0);
-  constructor(private readonly open: (offset: number) => Promise<Readable>) {}
+  constructor(private readonly open: (offset: number) => Promise<AsyncIterable<Buffer>>) {}
 
-  /** `last`: the range ends the blob, so the source is read to its end (where a verifying stream checks). */
-  async take(from: number, n: number, last = false): Promise<Readable> {
+  /** `last`: the range ends the blob, so the source is read to its end (where a verifying source checks). */
+  async take(from: number, n: number, last = false): Promise<AsyncIterable<Buffer>> {
     if (!this.it || this.pos !== from) {
       this.close();
-      this.src = await this.open(from);
-      this.it = this.src[Symbol.asyncIterator]();
+      this.it = (await this.open(from))[Symbol.asyncIterator]();
       this.pos = from;
       this.rest = Buffer.alloc(0);
     }
-    const { Readable } = await import("node:stream");
     const self = this;
-    return Readable.from(
-      (async function* () {
-        let left = n;
-        while (left > 0) {
-          let b = self.rest;
-          if (b.length === 0) {
-            const r = await self.it!.next();
-            if (r.done) throw new StrataError("SIZE_MISMATCH", `blob ended at ${self.pos} bytes, before ${from + n}`);
-            b = r.value;
-          }
-          const out = b.length > left ? b.subarray(0, left) : b;
-          self.rest = b.subarray(out.length);
-          left -= out.length;
-          self.pos += out.length;
-          yield out;
+    return (async function* () {
+      let left = n;
+      while (left > 0) {
+        let b = self.rest;
+        if (b.length === 0) {
+          const r = await self.it!.next();
+          if (r.done) throw new StrataError("SIZE_MISMATCH", `blob ended at ${self.pos} bytes, before ${from + n}`);
+          b = r.value;
         }
-        if (last && self.rest.length === 0 && !(await self.it!.next()).done) throw new StrataError("SIZE_MISMATCH", `blob is longer than ${from + n} bytes`);
-      })(),
-    );
+        const out = b.length > left ? b.subarray(0, left) : b;
+        self.rest = b.subarray(out.length);
+        left -= out.length;
+        self.pos += out.length;
+        yield out;
+      }
+      if (last && self.rest.length === 0 && !(await self.it!.next()).done) throw new StrataError("SIZE_MISMATCH", `blob is longer than ${from + n} bytes`);
+    })();
   }
 
   close(): void {
-    this.src?.destroy();
-    this.src = undefined;
+    this.it?.return?.().catch(() => {});
     this.it = undefined;
   }
 }
