@@ -11,7 +11,8 @@ import { compare, median, timeOnce, type Comparison } from "./harness.js";
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
 const CACHE = join(REPO, "bench", ".cache");
-const STRATA = [process.execPath, "--", join(REPO, "bin", "strata.cjs")];
+/** The `strata` command as users run it (bin/strata, the launcher). */
+const STRATA = [join(REPO, "bin", "strata")];
 const MB = 1 << 20;
 
 // ---- helpers ---------------------------------------------------------------
@@ -256,7 +257,8 @@ async function benchStartup(): Promise<void> {
   sh(["tar", "-C", busyboxRootfs(join(work, "rootfs")), "-cf", tar, "."]);
   sh([...STRATA, "--root", root, "import", tar, "bench/busybox:latest"]);
   sh([...pod, "import", "--quiet", tar, "bench/busybox:latest"]);
-  const floor = { label: "node -e 0", cmd: [process.execPath, "-e", "0"] };
+  // The floor is Node starting with nothing to do, and no NODE_EXTRA_CA_CERTS to parse (the launcher drops it here too).
+  const floor = { label: "node -e 0", cmd: ["env", "-u", "NODE_EXTRA_CA_CERTS", process.execPath, "-e", "0"] };
   compare({ name: "startup: --version", ours: { label: "strata", cmd: [...STRATA, "--version"] }, peer: floor, target: 1.25 });
   const inspect = { label: "strata", cmd: [...STRATA, "--root", root, "inspect", "bench/busybox"] };
   compare({ name: "startup: inspect", ours: inspect, peer: floor, target: 1.25 });
@@ -735,7 +737,7 @@ async function startBenchRegistry(kind: "strata" | "distribution", storage: stri
   });
   let child;
   if (kind === "strata") {
-    child = spawn(STRATA[0], [STRATA[1], "registry", "serve", "--listen", `127.0.0.1:${port}`, "--storage-path", storage, "--log-level", "off"], { stdio: "ignore" });
+    child = spawn(STRATA[0], [...STRATA.slice(1), "registry", "serve", "--listen", `127.0.0.1:${port}`, "--storage-path", storage, "--log-level", "off"], { stdio: "ignore" });
   } else {
     mkdirSync(storage, { recursive: true });
     const config = join(storage, "..", `${kind}-${port}.yml`);

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-strata() { node -- "$REPO/bin/strata.cjs" "$@"; }
+strata() { "$REPO/bin/strata" "$@"; }
 export STRATA_ROOT="${STRATA_ROOT:-$(mktemp -d /tmp/strata-demo-root.XXXXXX)}"
 work=$(mktemp -d /tmp/strata-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -23,4 +23,5 @@ exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/build.test.ts \
   test/registry.test.ts \
   test/image-index.test.ts \
-  test/registry-roundtrip.test.ts
+  test/registry-roundtrip.test.ts \
+  test/launcher.test.ts
