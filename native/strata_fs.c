@@ -2,10 +2,16 @@
 // whiteouts and opaque directories, PAX xattrs), mknod (devices, FIFOs,
 // overlay whiteouts) and mount/umount2 (overlayfs). Each is a thin, synchronous
 // wrapper that throws an Error with Node's errno code (ENOENT, EPERM, ...).
+// applyBatch is the one asynchronous call: it runs a layer's small files and
+// directories, already resolved and checked by the extractor, on a libuv
+// thread (see src/archive/extract.ts).
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <uv.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <sys/uio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -194,6 +200,151 @@ static napi_value js_umount2(napi_env env, napi_callback_info info) {
   return result;
 }
 
+
+// ---- applyBatch ----------------------------------------------------------
+
+// One record per entry, REC numbers each in `nums`; paths are absolute.
+enum { R_KIND, R_MODE, R_UID, R_GID, R_ATIME, R_MTIME, R_NBUFS, REC };
+enum { K_FILE = 0, K_DIR = 1 };
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref keep;  // the arguments: the buffers stay alive while the thread writes them
+  size_t n;
+  char **paths;
+  double *nums, *out;
+  struct iovec *iov;
+  size_t done;
+} batch_t;
+
+static struct timespec to_timespec(double t) {
+  struct timespec ts;
+  double s = floor(t);
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((t - s) * 1e9);
+  if (ts.tv_nsec > 999999999) ts.tv_nsec = 999999999;
+  return ts;
+}
+
+// A regular file: created (never through a symlink, never over anything),
+// written, then owner, mode (after chown, which clears setuid/setgid) and
+// times. Returns 0, or -1 on the first failing call.
+static int apply_file(const double *r, const char *path, struct iovec *iov, int niov) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  int rc = 0;
+  while (rc == 0 && niov > 0) {
+    ssize_t w = writev(fd, iov, niov > 1024 ? 1024 : niov);  // 1024: UIO_MAXIOV
+    if (w < 0) {
+      if (errno != EINTR) rc = -1;
+      continue;
+    }
+    // A short write: skip what went out and go on with the rest.
+    while (niov > 0 && (size_t)w >= iov->iov_len) w -= iov->iov_len, iov++, niov--;
+    if (niov > 0) iov->iov_base = (char *)iov->iov_base + w, iov->iov_len -= w;
+  }
+  struct timespec ts[2] = {to_timespec(r[R_ATIME]), to_timespec(r[R_MTIME])};
+  if (rc == 0 && r[R_UID] >= 0) rc = fchown(fd, (uid_t)r[R_UID], (gid_t)r[R_GID]);
+  if (rc == 0) rc = fchmod(fd, (mode_t)r[R_MODE]);
+  if (rc == 0) rc = futimens(fd, ts);
+  if (close(fd) != 0) rc = -1;
+  return rc;
+}
+
+// A directory: made, or merged with the directory already there (anything
+// else in the way is a failure, for the caller to replace); owner; device
+// and inode into out. Its mode and times are the caller's, at the end.
+static int apply_dir(const double *r, const char *path, double *out) {
+  struct stat st;
+  if (mkdir(path, 0700) != 0 && (errno != EEXIST || lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))) return -1;
+  if (r[R_UID] >= 0 && lchown(path, (uid_t)r[R_UID], (gid_t)r[R_GID]) != 0) return -1;
+  if (lstat(path, &st) != 0) return -1;
+  out[0] = (double)st.st_dev;
+  out[1] = (double)st.st_ino;
+  return 0;
+}
+
+// On the libuv thread: the records in order, stopping at the first failure.
+static void batch_execute(napi_env env, void *data) {
+  batch_t *b = data;
+  struct iovec *iov = b->iov;
+  for (b->done = 0; b->done < b->n; b->done++) {
+    const double *r = b->nums + b->done * REC;
+    int nbufs = (int)r[R_NBUFS];
+    int rc = r[R_KIND] == K_DIR ? apply_dir(r, b->paths[b->done], b->out + 2 * b->done) : apply_file(r, b->paths[b->done], iov, nbufs);
+    if (rc != 0) return;
+    iov += nbufs;
+  }
+}
+
+static void batch_free(napi_env env, batch_t *b) {
+  if (b->keep) napi_delete_reference(env, b->keep);
+  if (b->work) napi_delete_async_work(env, b->work);
+  if (b->paths) for (size_t i = 0; i < b->n; i++) free(b->paths[i]);
+  free(b->paths);
+  free(b->iov);
+  free(b);
+}
+
+// Back on the JS thread: resolves with the number of records applied. The
+// caller applies the rest itself, which meets (and reports) the failure again.
+static void batch_complete(napi_env env, napi_status status, void *data) {
+  batch_t *b = data;
+  napi_value done;
+  napi_create_uint32(env, (uint32_t)b->done, &done);
+  napi_resolve_deferred(env, b->deferred, done);
+  batch_free(env, b);
+}
+
+// applyBatch(paths: string[], nums: Float64Array, bufs: Buffer[], out: Float64Array): Promise<number>
+// File records take their data from the next nums[R_NBUFS] buffers of bufs;
+// directory records write their device and inode to out[2i], out[2i+1].
+static napi_value js_applyBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], promise;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  batch_t *b = calloc(1, sizeof *b);
+  uint32_t n = 0, nbufs = 0;
+  size_t nnums = 0, nout = 0;
+  napi_typedarray_type t1, t2;
+  void *nums = NULL, *out = NULL;
+  napi_value args;
+  if (!b || napi_get_array_length(env, argv[0], &n) != napi_ok || napi_get_array_length(env, argv[2], &nbufs) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &t1, &nnums, &nums, NULL, NULL) != napi_ok || t1 != napi_float64_array || nnums < (size_t)n * REC ||
+      napi_get_typedarray_info(env, argv[3], &t2, &nout, &out, NULL, NULL) != napi_ok || t2 != napi_float64_array || nout < (size_t)n * 2)
+    goto bad;
+  b->n = n;
+  b->nums = nums;
+  b->out = out;
+  b->paths = calloc(n ? n : 1, sizeof *b->paths);
+  b->iov = calloc(nbufs ? nbufs : 1, sizeof *b->iov);
+  if (!b->paths || !b->iov) goto bad;
+  size_t want = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value p;
+    if (napi_get_element(env, argv[0], i, &p) != napi_ok || !(b->paths[i] = get_string(env, p))) goto bad;
+    want += (size_t)b->nums[i * REC + R_NBUFS];
+  }
+  if (want != nbufs) goto bad;
+  for (uint32_t i = 0; i < nbufs; i++) {
+    napi_value buf;
+    if (napi_get_element(env, argv[2], i, &buf) != napi_ok || napi_get_buffer_info(env, buf, &b->iov[i].iov_base, &b->iov[i].iov_len) != napi_ok) goto bad;
+  }
+  napi_value name;
+  if (napi_create_array_with_length(env, 4, &args) != napi_ok) goto bad;
+  for (uint32_t i = 0; i < 4; i++) napi_set_element(env, args, i, argv[i]);
+  napi_create_string_utf8(env, "strata:applyBatch", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, args, 1, &b->keep) != napi_ok || napi_create_promise(env, &b->deferred, &promise) != napi_ok ||
+      napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work) != napi_ok || napi_queue_async_work(env, b->work) != napi_ok)
+    goto bad;
+  return promise;
+bad:
+  if (b) batch_free(env, b);
+  napi_throw_type_error(env, NULL, "applyBatch(paths, nums, bufs, out)");
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -202,6 +353,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL},
     {"mount", NULL, js_mount, NULL, NULL, NULL, napi_enumerable, NULL},
     {"umount2", NULL, js_umount2, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"applyBatch", NULL, js_applyBatch, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -313,6 +313,32 @@ describe("applyLayer refuses or contains hostile tars", () => {
     a.untouched();
   });
 
+  test("many entries (applied in native batches): a symlink in the way mid-batch is replaced, never written through", async (t) => {
+    const files = (dir: string, n: number): E[] => Array.from({ length: n }, (_, i) => ({ name: `${dir}/f${i}`, content: `${dir} ${i}` }));
+    for (const mode of ["apply", "overlay"] as const) {
+      const a = arena(t);
+      symlinkSync(a.victim, join(a.root, "lib")); // a lower layer's symlink out
+      const tar = await tarOf([
+        { name: "fill/", type: "directory" },
+        ...files("fill", 300),
+        { name: "lib/", type: "directory", mode: 0o750 },
+        ...files("lib", 600),
+        { name: "same/", type: "directory" },
+        ...files("same", 300),
+        { name: "same", content: "now a file" },
+        ...files("after", 300),
+      ]);
+      await apply(tar, a.root, mode);
+      assert.ok(lstatSync(join(a.root, "lib")).isDirectory(), mode);
+      assert.equal(lstatSync(join(a.root, "lib")).mode & 0o777, 0o750);
+      assert.equal(readdirSync(join(a.root, "lib")).length, 600);
+      assert.equal(readFileSync(join(a.root, "lib", "f599"), "utf8"), "lib 599");
+      assert.equal(readFileSync(join(a.root, "same"), "utf8"), "now a file");
+      assert.equal(readdirSync(join(a.root, "after")).length, 300);
+      a.untouched();
+    }
+  });
+
   test("a hardlink target with .. is refused", async (t) => {
     const a = arena(t);
     await rejectsCode(apply(await tarOf([{ name: "h", type: "link", linkname: "../victim/file" }]), a.root), "INVALID_ARCHIVE", /"h".*leaves the root/);

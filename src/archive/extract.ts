@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import type tarStream from "tar-stream";
 import { StrataError, isErrno, isStrataError } from "../errors/index.js";
-import { nativeFs, type NativeFs } from "../native/index.js";
+import { BATCH_DIR, BATCH_FIELDS, BATCH_FILE, nativeFs, type NativeFs } from "../native/index.js";
 import { OVERLAY_OPAQUE_XATTR, isOverlayWhiteout, parseWhiteout, type WhiteoutName } from "./whiteout.js";
 import { entryComponents, RootScope } from "./safejoin.js";
 import { paxXattrs, tarExtract } from "./tar.js";
@@ -33,9 +33,29 @@ const CREATE_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW; // libuv adds O_C
 const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
 /** File data is written in batches of at least this many bytes (one writev each). */
 const WRITE_BATCH = 1 << 20;
+/** Files up to this size are held whole and may go into a native batch; larger ones are streamed. */
+const SMALL_FILE = 1 << 20;
+/** A native batch is sent when it holds this many records or bytes of file data. */
+const BATCH_RECORDS = 256;
+const BATCH_BYTES = 1 << 20;
+const NUMS = BATCH_FIELDS.length;
 const OPAQUE = Buffer.from("y");
 
 type Header = tarStream.Header & { pax?: Record<string, string> | null };
+
+/** A small file or a directory waiting in the native batch; its parent was resolved from the scope's cache. */
+interface Queued {
+  h: Header;
+  parts: string[];
+  rel: string;
+  /** a file's data; undefined for a directory */
+  data?: Buffer[];
+  /** -1: no chown */
+  uid: number;
+  gid: number;
+  atime: number;
+  mtime: number;
+}
 
 export interface DirMeta {
   mode: number;
@@ -47,6 +67,11 @@ export interface DirMeta {
 
 function invalid(name: string, why: string): StrataError {
   return new StrataError("INVALID_ARCHIVE", `invalid layer entry "${name}": ${why}`);
+}
+
+/** A failure applying entry `name`: a filesystem error gets the entry's name, a StrataError stays as it is. */
+function entryError(e: unknown, name: string): unknown {
+  return isStrataError(e) ? e : new StrataError("IO", `apply layer entry "${name}": ${(e as Error).message}`, { cause: e });
 }
 
 function paxNumber(h: Header, key: string): number | undefined {
@@ -95,6 +120,15 @@ export function drain(body: Readable): Promise<void> {
  * which clears security.capability), times. Directory modes and times are
  * applied at the end, deepest first, so later entries neither change their
  * mtimes nor are refused by a read-only mode.
+ *
+ * Small files and directories whose parent is already resolved go into a
+ * batch that the native addon applies in order on a libuv thread, while the
+ * next entries are parsed (the kernel's work overlaps ours, and two layers
+ * applied side by side use two cores). Anything else waits for the batch to
+ * be done first, so every filesystem change still happens in entry order: the
+ * batch only creates (O_EXCL, O_NOFOLLOW) or merges directories, never
+ * removes or follows anything, and stops at the first failure, from which
+ * the remaining records are applied here one by one, resolved afresh.
  */
 class Applier {
   readonly scope: RootScope;
@@ -107,6 +141,10 @@ class Applier {
   private readonly dirs = new Map<string, DirMeta>();
   entries = 0;
   bytes = 0;
+  private queue: Queued[] = [];
+  private queuedBytes = 0;
+  /** the batch the addon is applying */
+  private inflight: Promise<void> | undefined;
 
   constructor(rootDir: string, opts: ApplyOptions) {
     this.overlay = opts.whiteouts === "overlay";
@@ -167,15 +205,14 @@ class Applier {
     return { atime: paxNumber(h, "atime") ?? mtime, mtime };
   }
 
-  /** Applies one entry; returns a promise only when it has to read the entry's data. */
+  /** Applies one entry; returns a promise when it has to read the entry's data or wait for the batch. */
   entry(h: Header, body: Readable): Promise<void> | undefined {
     this.entries++;
     const name = h.name;
     const parts = entryComponents(name);
     if (parts.length === 0) {
       if (h.type !== "directory") throw invalid(name, `the root can only be a directory, not a ${h.type}`);
-      this.directoryMeta("", h);
-      return undefined;
+      return this.afterBatch(() => this.directoryMeta("", h));
     }
     for (let i = 0; i < parts.length - 1; i++) if (parts[i].startsWith(".wh.")) throw invalid(name, "a whiteout name used as a directory");
     const base = parts[parts.length - 1];
@@ -186,17 +223,33 @@ class Applier {
       throw invalid(name, (e as Error).message);
     }
     if (wh.kind !== "none") {
-      this.whiteout(parts, wh, h);
-      return h.size > 0 ? drain(body) : undefined;
+      return this.afterBatch(() => {
+        this.whiteout(parts, wh, h);
+        return h.size > 0 ? drain(body) : undefined;
+      });
     }
-    const parent = this.scope.dir(parts.slice(0, -1), true, name)!;
-    const rel = rel2(parent, base);
+    const file = h.type === "file" || h.type === "contiguous-file";
+    if ((file ? h.size <= SMALL_FILE : h.type === "directory") && !paxXattrs(h)?.size) {
+      const parent = this.scope.cached(parts.slice(0, -1));
+      if (parent !== undefined) return this.enqueue(h, parts, rel2(parent, base), file ? body : undefined);
+    }
+    return this.afterBatch(() => this.applyNow(h, parts, body));
+  }
+
+  /** Applies an entry here and now (no batch pending); a small file's data may be in hand already. */
+  private applyNow(h: Header, parts: string[], data: Readable | Buffer[]): Promise<void> | undefined {
+    const parent = this.scope.dir(parts.slice(0, -1), true, h.name)!;
+    const rel = rel2(parent, parts[parts.length - 1]);
     const abs = this.scope.abs(rel);
     this.kept(rel);
     switch (h.type) {
       case "file":
       case "contiguous-file":
-        return this.file(abs, h, body);
+        if (Array.isArray(data)) {
+          this.writeFile(abs, h, data);
+          return undefined;
+        }
+        return this.file(abs, h, data);
       case "directory":
         this.directory(parts, rel, abs, h);
         return undefined;
@@ -212,9 +265,103 @@ class Applier {
         this.node(abs, h);
         break;
       default:
-        throw invalid(name, `unsupported entry type ${String(h.type)}`);
+        throw invalid(h.name, `unsupported entry type ${String(h.type)}`);
     }
-    return h.size > 0 ? drain(body) : undefined;
+    return h.size > 0 && !Array.isArray(data) ? drain(data) : undefined;
+  }
+
+  /** Runs `fn` once the batch is applied (at once when there is none). */
+  private afterBatch(fn: () => Promise<void> | void | undefined): Promise<void> | undefined {
+    if (this.inflight === undefined && this.queue.length === 0) return fn() ?? undefined;
+    return this.flush().then(fn);
+  }
+
+  /** Adds a directory, or a small file once its data is read, to the batch; sends the batch when full. */
+  private enqueue(h: Header, parts: string[], rel: string, body: Readable | undefined): Promise<void> | undefined {
+    // Read now, so that a bad header fails at its own entry.
+    const q: Queued = { h, parts, rel, uid: this.chown ? paxId(h, "uid") : -1, gid: this.chown ? paxId(h, "gid") : -1, ...this.times(h) };
+    if (body === undefined) {
+      this.scope.remember(parts, rel);
+      return this.push(q);
+    }
+    q.data = [];
+    if (h.size === 0) return this.push(q);
+    return new Promise<void>((resolve, reject) => {
+      body.on("data", (chunk: Buffer) => q.data!.push(chunk));
+      body.on("error", reject);
+      body.on("end", () => {
+        const sent = this.push(q);
+        if (sent) sent.then(resolve, reject);
+        else resolve();
+      });
+    });
+  }
+
+  private push(q: Queued): Promise<void> | undefined {
+    this.queue.push(q);
+    this.queuedBytes += q.data ? q.h.size : 0;
+    if (this.queue.length < BATCH_RECORDS && this.queuedBytes < BATCH_BYTES) return undefined;
+    return this.send();
+  }
+
+  /** Waits for the batch in flight, then sends the queue (not waiting for it). */
+  private async send(): Promise<void> {
+    await this.inflight;
+    this.inflight = undefined;
+    if (this.queue.length === 0) return;
+    const batch = this.queue;
+    this.queue = [];
+    this.queuedBytes = 0;
+    const applied = this.apply(batch);
+    applied.catch(() => {}); // reported by whoever waits for it next
+    this.inflight = applied;
+  }
+
+  /** Waits until everything queued is applied; rethrows the batch's failure. */
+  async flush(): Promise<void> {
+    while (this.inflight !== undefined || this.queue.length > 0) await this.send();
+  }
+
+  /** Waits for the batch in flight, ignoring its outcome (an apply that failed elsewhere). */
+  async idle(): Promise<void> {
+    await this.inflight?.catch(() => {});
+  }
+
+  private async apply(batch: Queued[]): Promise<void> {
+    const paths: string[] = [];
+    const nums = new Float64Array(batch.length * NUMS);
+    const bufs: Buffer[] = [];
+    const out = new Float64Array(batch.length * 2);
+    batch.forEach((q, i) => {
+      paths.push(this.scope.abs(q.rel));
+      const o = i * NUMS;
+      nums[o] = q.data ? BATCH_FILE : BATCH_DIR;
+      nums[o + 1] = q.h.mode & 0o7777;
+      nums[o + 2] = q.uid;
+      nums[o + 3] = q.gid;
+      nums[o + 4] = q.atime;
+      nums[o + 5] = q.mtime;
+      nums[o + 6] = q.data?.length ?? 0;
+      if (q.data) bufs.push(...q.data);
+    });
+    const done = await this.native.applyBatch(paths, nums, bufs, out);
+    for (let i = 0; i < done; i++) {
+      const q = batch[i];
+      this.kept(q.rel);
+      if (q.data) this.bytes += q.h.size;
+      else this.dirs.set(q.rel, { mode: q.h.mode & 0o7777, atime: q.atime, mtime: q.mtime, dev: out[2 * i], ino: out[2 * i + 1] });
+    }
+    if (done === batch.length) return;
+    // The rest, in order, as if there had been no batch: the failure comes
+    // again and is reported (or, for a name taken, replaced) the usual way.
+    this.scope.forget();
+    for (const q of batch.slice(done)) {
+      try {
+        this.applyNow(q.h, q.parts, q.data ?? []);
+      } catch (e) {
+        throw entryError(e, q.h.name);
+      }
+    }
   }
 
   /** Streams the data to a new file in batches (sync writes: the stream waits while we write). */
@@ -274,6 +421,19 @@ class Applier {
       });
       body.on("error", fail);
     });
+  }
+
+  /** Writes a small file whose data is in hand. */
+  private writeFile(abs: string, h: Header, data: Buffer[]): void {
+    const fd = this.replace(abs, () => fs.openSync(abs, CREATE_FLAGS, 0o600));
+    try {
+      if (h.size > 0) writeAll(fd, data.slice(), h.size);
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+    this.bytes += h.size;
+    this.fileMeta(fd, abs, h);
   }
 
   /** Owner, mode, xattrs and times of a written file; closes it. */
@@ -521,8 +681,7 @@ export async function applyLayer(tar: Readable, root: string, opts: ApplyOptions
         extract.destroy();
         reject(e);
       };
-      const entryFailed = (e: unknown, name: string) =>
-        fail(isStrataError(e) || e === sourceError ? e : new StrataError("IO", `apply layer entry "${name}": ${(e as Error).message}`, { cause: e }));
+      const entryFailed = (e: unknown, name: string) => fail(e === sourceError ? e : entryError(e, name));
       // The callback API rather than the async iterator: half the parsing cost per entry.
       extract.on("entry", (header, body, next) => {
         const h = header as Header;
@@ -548,6 +707,11 @@ export async function applyLayer(tar: Readable, root: string, opts: ApplyOptions
       });
       tar.pipe(extract as unknown as Writable);
     });
+    await applier.flush();
+  } catch (e) {
+    // Nothing is left writing into the root when the caller cleans it up.
+    await applier.idle();
+    throw e;
   } finally {
     tar.off("error", onSourceError);
   }

@@ -91,6 +91,11 @@ export class RootScope {
     this.dirs.clear();
   }
 
+  /** The real relative path of entry directory `parts` when it is already resolved (no filesystem access). */
+  cached(parts: readonly string[]): string | undefined {
+    return parts.length === 0 ? "" : this.dirs.get(parts.join("/"));
+  }
+
   /** Records that entry directory `parts` is the real directory `rel` (the extractor just made it). */
   remember(parts: string[], rel: string): void {
     this.dirs.set(parts.join("/"), rel);

@@ -10,7 +10,20 @@ export interface NativeFs {
   mknod(path: string, mode: number, major: number, minor: number): void;
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   umount2(target: string, flags: number): void;
+  /**
+   * Applies records in order on a libuv thread, stopping at the first failure
+   * (see native/strata_fs.c); resolves with the number applied. `nums` holds
+   * BATCH_FIELDS numbers per record, a file record takes the next `nbufs`
+   * buffers of `bufs` as its data, a directory record writes its device and
+   * inode to `out[2i]`, `out[2i + 1]`.
+   */
+  applyBatch(paths: string[], nums: Float64Array, bufs: Buffer[], out: Float64Array): Promise<number>;
 }
+
+/** The numbers of one applyBatch record, in this order (uid -1: no chown). */
+export const BATCH_FIELDS = ["kind", "mode", "uid", "gid", "atime", "mtime", "nbufs"] as const;
+export const BATCH_FILE = 0;
+export const BATCH_DIR = 1;
 
 export const MNT_DETACH = 2;
 
