@@ -23,6 +23,7 @@ import { StrataError } from "../errors/index.js";
 import { chainIds, type Digest } from "../digest/index.js";
 import { RootScope } from "../archive/safejoin.js";
 import { mountAll, unmount } from "../snapshot/mount.js";
+import type { Mount } from "../snapshot/index.js";
 import { hostPlatform, type ImageConfig, type HistoryEntry } from "../oci/index.js";
 import { formatReference, parseReference } from "../reference/index.js";
 import type { Engine, NewLayer } from "../engine/index.js";
@@ -34,6 +35,7 @@ import { resolveUser, readRootFile } from "../runtime/user.js";
 import { parse, parseFlags, type Node } from "./parser.js";
 import { ShellLex } from "./shell.js";
 import { SourceTree, type SourceEntry } from "./context.js";
+import { StepRoot } from "./step-root.js";
 
 export interface BuildOptions {
   /** the context directory */
@@ -391,8 +393,8 @@ export class Builder {
         const dir = posix.resolve(cfg.WorkingDir || "/", words[0]);
         cfg.WorkingDir = dir;
         // Docker creates the directory; that is a layer only when it did not exist.
-        await this.fsStep(st, node, `WORKDIR ${dir}`, { dir }, [], async (rootfs) => {
-          new RootScope(rootfs).dir(dir.split("/").filter(Boolean), true, dir);
+        await this.fsStep(st, node, `WORKDIR ${dir}`, { dir }, [], async (root) => {
+          root.dir(dir.split("/").filter(Boolean), true, dir);
         }, done);
         return;
       }
@@ -502,9 +504,17 @@ export class Builder {
 
   /**
    * One filesystem step: the cache first (key: parent chainID, the step, the
-   * digests of what it reads); on a miss, `apply` changes the mounted stage
-   * root, the changes become a layer, and the snapshot is kept as the next
-   * step's parent.
+   * digests of what it reads); on a miss, `apply` changes the stage root, the
+   * changes become a layer, and the snapshot is kept as the next step's
+   * parent. Only a step that runs something (`mount`) gets the root mounted;
+   * the others write straight into the snapshot's own directory, resolving
+   * paths against a read-only view of the layers below.
+   *
+   * Durability: the layer blob is fsynced into the content store before the
+   * cache row names it; the step's snapshot, like an unpacked one, is not
+   * synced (overlay mounts are `volatile`, and an unmount would otherwise
+   * sync the whole filesystem), so after a crash it may need unpacking again
+   * from that blob.
    */
   private async fsStep(
     st: StageState,
@@ -512,8 +522,9 @@ export class Builder {
     step: string,
     keyParts: Record<string, unknown>,
     inputs: [string, string][],
-    apply: (rootfs: string, upper: string) => Promise<void>,
+    apply: (root: StepRoot) => Promise<void>,
     done: (cached?: boolean) => void,
+    mount = false,
   ): Promise<void> {
     const parent = this.topChain(st) ?? "";
     const key = createHash("sha256").update(JSON.stringify([parent, step, keyParts, inputs])).digest("hex");
@@ -537,24 +548,26 @@ export class Builder {
     const rootfs = join(this.tmp, snapKey);
     let committed = false;
     try {
+      // overlay: the upper directory then the lowers; vfs: the snapshot's full copy.
       const stack = await sn.stack(snapKey);
-      mountAll(await sn.mounts(snapKey), rootfs);
+      const upper = stack[0];
+      const lower = !mount && sn.driver === "overlay" ? await this.viewOf(top) : undefined;
+      if (mount) mountAll(volatile(await sn.mounts(snapKey)), rootfs);
       try {
-        await apply(rootfs, stack[0]);
+        await apply(mount ? new StepRoot(rootfs) : new StepRoot(upper, lower?.dir));
       } catch (e) {
         throw e instanceof BuildError ? e : new BuildError(node, (e as Error).message);
       } finally {
-        unmount(rootfs);
+        if (mount) unmount(rootfs);
+        await lower?.cleanup();
       }
       const { overlayChanges, treeChanges, writeChangeset } = await import("../archive/changes.js");
       let changes;
-      let upper = stack[0];
       if (sn.driver === "overlay") changes = await overlayChanges(upper, stack.slice(1));
       else {
         const parentDir = top ? (await sn.stat(top)).dir : join(this.tmp, "empty");
         mkdirSync(parentDir, { recursive: true });
-        changes = await treeChanges(parentDir, (await sn.stat(snapKey)).dir);
-        upper = (await sn.stat(snapKey)).dir;
+        changes = await treeChanges(parentDir, upper);
       }
       const now = Date.now();
       st.time = this.stamp(now);
@@ -633,7 +646,7 @@ export class Builder {
     const cwd = st.config.WorkingDir || "/";
     const user = st.config.User ?? "";
     const step = `RUN ${node.json ? JSON.stringify(argv) : argv.join(" ")}`;
-    await this.fsStep(st, node, step, { env, cwd, user, network }, [], (rootfs) => this.runInContainer(node, rootfs, argv, env, cwd, user, network === "host" ? "host" : "none"), done);
+    await this.fsStep(st, node, step, { env, cwd, user, network }, [], (root) => this.runInContainer(node, root.root, argv, env, cwd, user, network === "host" ? "host" : "none"), done, true);
   }
 
   /** Runs argv in a throwaway container over `rootfs` (already mounted); fails with the exit code and the line. */
@@ -726,7 +739,7 @@ export class Builder {
       const dep = this.stageRef(ref, node, stage.index);
       const srcState = dep ? this.results.get(dep.index) : await this.baseState({ index: -1, from: { ...node, next: [ref], flags: [] }, nodes: [] });
       if (!srcState) throw new BuildError(node, `stage "${ref}" has not been built`);
-      const view = await this.viewOf(srcState);
+      const view = await this.viewOf(await this.ensureSnapshots(srcState));
       tree = new SourceTree(view.dir, () => false, `stage ${ref}`);
       viewCleanup = view.cleanup;
       fromLabel = `${dep ? "stage" : "image"} ${ref}:${this.topChain(srcState) ?? "scratch"}`;
@@ -765,13 +778,15 @@ export class Builder {
       const wd = st.config.WorkingDir || "/";
       const dest = destWord.startsWith("/") ? destWord : posix.join(wd, destWord) + (destWord.endsWith("/") || destWord === "." ? "/" : "");
       const step = `${node.value.toUpperCase()} ${[...(chown ? [`--chown=${chown}`] : []), ...(chmod ? [`--chmod=${chmod}`] : []), ...(flags.from ? [`--from=${flags.from}`] : []), ...srcWords, destWord].join(" ")}`;
-      await this.fsStep(st, node, step, { dest, chown, chmod, from: fromLabel }, inputs, async (rootfs) => {
-        const owner = chown !== undefined ? this.resolveChown(chown, rootfs, node) : undefined;
-        const scope = new RootScope(rootfs);
+      // A local archive ADD extracts through the mounted root; everything else is written without a mount.
+      const extracts = new Set<SourceEntry>();
+      for (const s of sources) if (isAdd && !flags.from && s.entries.length && !s.entries[0].st.isDirectory() && (await isArchive(s.entries[0].abs))) extracts.add(s.entries[0]);
+      await this.fsStep(st, node, step, { dest, chown, chmod, from: fromLabel }, inputs, async (root) => {
+        const owner = chown !== undefined ? this.resolveChown(chown, root, node) : undefined;
         const multiple = sources.length > 1 || sources.some((s) => s.word !== s.rel && /[*?[]/.test(s.word));
-        const destIsDir = dest.endsWith("/") || multiple || isDirIn(scope, dest);
+        const destIsDir = dest.endsWith("/") || multiple || root.isDir(dest);
         if (multiple && !dest.endsWith("/")) throw new BuildError(node, `When using ${node.value.toUpperCase()} with more than one source file, the destination must be a directory and end with a /`);
-        const copier = new Copier(scope, owner, chmod !== undefined ? parseInt(chmod, 8) : undefined, !!flags.from);
+        const copier = new Copier(root, owner, chmod !== undefined ? parseInt(chmod, 8) : undefined, !!flags.from);
         for (const s of sources) {
           if (s.heredoc !== undefined) {
             copier.writeFile(destIsDir ? posix.join(dest, s.word) : dest, s.heredoc);
@@ -783,18 +798,17 @@ export class Builder {
           }
           const top = s.entries[0];
           if (top.st.isDirectory()) copier.copyTree(s.entries, dest);
-          else if (isAdd && !flags.from && (await isArchive(top.abs))) await copier.extract(top.abs, dest, node);
+          else if (extracts.has(top)) await copier.extract(top.abs, dest, node);
           else copier.copyEntry(top, destIsDir ? posix.join(dest, basename(top.rel) || basename(top.abs)) : dest);
         }
-      }, done);
+      }, done, extracts.size > 0);
     } finally {
       await viewCleanup?.();
     }
   }
 
-  /** Another stage's (or image's) root filesystem, read-only, for COPY --from. */
-  private async viewOf(src: StageState): Promise<{ dir: string; cleanup: () => Promise<void> }> {
-    const top = await this.ensureSnapshots(src);
+  /** The root filesystem of the snapshot `top` (empty without one), read-only: for COPY --from, and below a COPY step. */
+  private async viewOf(top: string | undefined): Promise<{ dir: string; cleanup: () => Promise<void> }> {
     const dir = join(this.tmp, `from-${randomBytes(6).toString("hex")}`);
     if (!top) {
       mkdirSync(dir, { recursive: true });
@@ -814,10 +828,10 @@ export class Builder {
   }
 
   /** --chown=user[:group], names resolved in the stage's own /etc/passwd and /etc/group; a bare uid is also the gid (Docker's rule). */
-  private resolveChown(spec: string, rootfs: string, node: Node): { uid: number; gid: number } {
+  private resolveChown(spec: string, root: StepRoot, node: Node): { uid: number; gid: number } {
     const [u, g] = spec.split(":");
     try {
-      const user = resolveUser(g === undefined ? u : `${u}:${g}`, readRootFile(rootfs, "/etc/passwd"), readRootFile(rootfs, "/etc/group"));
+      const user = resolveUser(g === undefined ? u : `${u}:${g}`, root.readFile("/etc/passwd"), root.readFile("/etc/group"));
       return { uid: user.uid, gid: g === undefined && /^\d+$/.test(u) ? user.uid : user.gid };
     } catch (e) {
       throw new BuildError(node, `unable to convert uid/gid chown string to host mapping: ${(e as Error).message}`);
@@ -887,13 +901,9 @@ function predefinedArg(k: string): string | undefined {
   return values[k];
 }
 
-function isDirIn(scope: RootScope, path: string): boolean {
-  try {
-    const rel = scope.resolve(path);
-    return rel !== undefined && statSync(rel === "" ? scope.root : `${scope.root}/${rel}`).isDirectory();
-  } catch {
-    return false;
-  }
+/** Build steps' overlay mounts skip the sync of the whole upper filesystem at unmount (see fsStep). */
+function volatile(mounts: Mount[]): Mount[] {
+  return mounts.map((m) => (m.type === "overlay" ? { ...m, options: [...m.options, "volatile"] } : m));
 }
 
 async function isArchive(path: string): Promise<boolean> {
@@ -918,8 +928,8 @@ function lastRuntimeError(path: string): string | undefined {
 }
 
 /**
- * COPY/ADD's writes into the mounted stage root: every destination resolved
- * inside it (symlinks followed within the root), parents made 0755 root,
+ * COPY/ADD's writes into the step's root: every destination resolved inside
+ * it (symlinks followed within the root), parents made 0755 root,
  * modes and mtimes kept, owner root:root from the context (or --chown), the
  * source's own from another stage; hardlinks within one copy kept.
  */
@@ -927,18 +937,27 @@ class Copier {
   private readonly links = new Map<string, string>();
 
   constructor(
-    private readonly scope: RootScope,
+    private readonly root: StepRoot,
     private readonly owner: { uid: number; gid: number } | undefined,
     private readonly mode: number | undefined,
     private readonly keepOwner: boolean,
   ) {}
 
-  /** The host path for a container path, its parent directories created (and resolved) inside the root. */
+  /** The real relative path of a container path, its parent directories created (and resolved) inside the root. */
   private target(path: string): string {
     const parts = path.split("/").filter(Boolean);
-    if (parts.length === 0) return this.scope.root;
-    const parent = this.scope.dir(parts.slice(0, -1), true, path)!;
-    return join(this.scope.root, parent, parts[parts.length - 1]);
+    if (parts.length === 0) return "";
+    const parent = this.root.dir(parts.slice(0, -1), true, path)!;
+    return parent ? `${parent}/${parts[parts.length - 1]}` : parts[parts.length - 1];
+  }
+
+  /** The host path a non-directory is written to at `rel`: what the upper directory has there goes; a directory there is an error. */
+  private replace(rel: string, dest: string): string {
+    const existing = this.root.stat(rel);
+    if (existing?.isDirectory()) throw new StrataError("CONFLICT", `cannot copy to ${dest}: it is a directory`);
+    const p = this.root.abs(rel);
+    if (existing && this.root.inUpper(rel)) unlinkSync(p);
+    return p;
   }
 
   private own(path: string, st: { uid: number; gid: number }): void {
@@ -947,26 +966,26 @@ class Copier {
   }
 
   writeFile(dest: string, content: string): void {
-    const p = this.target(dest);
-    rmSync(p, { force: true });
+    const p = this.replace(this.target(dest), dest);
     writeFileSync(p, content);
     chmodSync(p, this.mode ?? 0o644);
     this.own(p, { uid: 0, gid: 0 });
   }
 
   copyEntry(e: SourceEntry, dest: string): void {
-    const p = this.target(dest);
+    const rel = this.target(dest);
     const st = e.st;
-    const existing = lstatSync(p, { throwIfNoEntry: false });
     if (st.isDirectory()) {
+      const existing = this.root.stat(rel);
       if (existing && !existing.isDirectory()) throw new StrataError("CONFLICT", `cannot copy a directory to ${dest}: it exists and is not a directory`);
-      if (!existing) mkdirSync(p);
+      const p = this.root.abs(rel);
+      if (existing) this.root.copyUp(rel);
+      else mkdirSync(p);
       chmodSync(p, this.mode ?? st.mode & 0o7777);
       this.own(p, st);
       return;
     }
-    if (existing?.isDirectory()) throw new StrataError("CONFLICT", `cannot copy to ${dest}: it is a directory`);
-    if (existing) unlinkSync(p);
+    const p = this.replace(rel, dest);
     const inode = `${st.dev}:${st.ino}`;
     const linked = st.nlink > 1 ? this.links.get(inode) : undefined;
     if (linked) {
@@ -989,12 +1008,12 @@ class Copier {
     this.copyEntry(top, dest);
     for (const e of rest) this.copyEntry(e, posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0)));
     // Directory times last, after their contents were written.
-    for (const e of [top, ...rest].reverse()) if (e.st.isDirectory()) lutimesSync(this.target(posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0))), e.st.atime, e.st.mtime);
+    for (const e of [top, ...rest].reverse()) if (e.st.isDirectory()) lutimesSync(this.root.abs(this.target(posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0)))), e.st.atime, e.st.mtime);
   }
 
   /** ADD of a local archive: extracted into dest (owners as archived), through strata's own scoped extractor. */
   async extract(archive: string, dest: string, node: Node): Promise<void> {
-    const dir = this.target(dest.endsWith("/") ? dest + "." : dest);
+    const dir = this.root.abs(this.target(dest.endsWith("/") ? dest + "." : dest));
     mkdirSync(dir, { recursive: true });
     const { decompress } = await import("../archive/compression.js");
     const { applyLayer } = await import("../archive/extract.js");
@@ -1017,8 +1036,7 @@ class Copier {
     } catch (e) {
       throw new BuildError(node, `failed to download ${url}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}`);
     }
-    const p = this.target(dest);
-    rmSync(p, { force: true });
+    const p = this.replace(this.target(dest), dest);
     writeFileSync(p, body);
     chmodSync(p, this.mode ?? 0o600);
     this.own(p, { uid: 0, gid: 0 });
