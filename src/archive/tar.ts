@@ -274,10 +274,10 @@ export class LayerWriter {
 /**
  * Packs a directory as a layer tar: entries sorted by name, headers
  * normalised (no user/group names, mtimes clamped to SOURCE_DATE_EPOCH),
- * hardlinks for repeated inodes, devices and FIFOs kept. The same tree gives
- * the same bytes.
+ * hardlinks for repeated inodes, devices and FIFOs kept, and `xattrs(abs)`
+ * as PAX records when given. The same tree gives the same bytes.
  */
-export function packDirectory(root: string): Readable {
+export function packDirectory(root: string, xattrs?: (abs: string) => readonly (readonly [string, Buffer])[]): Readable {
   const writer = new LayerWriter();
 
   async function walk(rel: string): Promise<void> {
@@ -286,7 +286,7 @@ export function packDirectory(root: string): Readable {
       const relPath = rel === "" ? n : `${rel}/${n}`;
       const abs = join(root, relPath);
       const st = await fs.lstat(abs);
-      await writer.add(relPath, abs, st);
+      await writer.add(relPath, abs, st, st.isSocket() ? undefined : xattrs?.(abs));
       if (st.isDirectory()) await walk(relPath);
     }
   }

@@ -9,6 +9,7 @@ import {
   mkdirSync,
   readFileSync,
   readlinkSync,
+  readdirSync,
   rmdirSync,
   rmSync,
   statSync,
@@ -24,6 +25,9 @@ import { chainIds, type Digest } from "../digest/index.js";
 import { RootScope } from "../archive/safejoin.js";
 import { mountAll, unmount } from "../snapshot/mount.js";
 import type { Mount } from "../snapshot/index.js";
+import { packDirectory } from "../archive/tar.js";
+import { nativeFs } from "../native/index.js";
+import type { Readable } from "node:stream";
 import { hostPlatform, type ImageConfig, type HistoryEntry } from "../oci/index.js";
 import { formatReference, parseReference } from "../reference/index.js";
 import type { Engine, NewLayer } from "../engine/index.js";
@@ -34,7 +38,7 @@ import { buildSpec, mergeEnv, DEFAULT_PATH } from "../runtime/spec.js";
 import { resolveUser, readRootFile } from "../runtime/user.js";
 import { parse, parseFlags, type Node } from "./parser.js";
 import { ShellLex } from "./shell.js";
-import { SourceTree, type SourceEntry } from "./context.js";
+import { SourceTree, isDir, isFile, isSymlink, type SourceEntry } from "./context.js";
 import { StepRoot } from "./step-root.js";
 
 export interface BuildOptions {
@@ -393,8 +397,8 @@ export class Builder {
         const dir = posix.resolve(cfg.WorkingDir || "/", words[0]);
         cfg.WorkingDir = dir;
         // Docker creates the directory; that is a layer only when it did not exist.
-        await this.fsStep(st, node, `WORKDIR ${dir}`, { dir }, [], async (root) => {
-          root.dir(dir.split("/").filter(Boolean), true, dir);
+        await this.fsStep(st, node, `WORKDIR ${dir}`, { dir }, "[]", async (root) => {
+          if (!root.isDir(dir)) root.dir(dir.split("/").filter(Boolean), true, dir);
         }, done);
         return;
       }
@@ -521,13 +525,15 @@ export class Builder {
     node: Node,
     step: string,
     keyParts: Record<string, unknown>,
-    inputs: [string, string][],
+    /** what the step reads: a JSON array of [path, digest] pairs */
+    inputs: string,
     apply: (root: StepRoot) => Promise<void>,
     done: (cached?: boolean) => void,
     mount = false,
   ): Promise<void> {
     const parent = this.topChain(st) ?? "";
-    const key = createHash("sha256").update(JSON.stringify([parent, step, keyParts, inputs])).digest("hex");
+    // JSON.stringify([parent, step, keyParts, inputs]), with `inputs` already JSON.
+    const key = createHash("sha256").update(`[${JSON.stringify(parent)},${JSON.stringify(step)},${JSON.stringify(keyParts)},${inputs}]`).digest("hex");
     const meta = this.engine.meta;
     const history = (empty: boolean): HistoryEntry => ({ created: st.time, created_by: `${step} # buildkit`, comment: "buildkit.dockerfile.v0", ...(empty ? { empty_layer: true } : {}) });
     if (!this.opts.noCache) {
@@ -561,23 +567,16 @@ export class Builder {
         if (mount) unmount(rootfs);
         await lower?.cleanup();
       }
-      const { overlayChanges, treeChanges, writeChangeset } = await import("../archive/changes.js");
-      let changes;
-      if (sn.driver === "overlay") changes = await overlayChanges(upper, stack.slice(1));
-      else {
-        const parentDir = top ? (await sn.stat(top)).dir : join(this.tmp, "empty");
-        mkdirSync(parentDir, { recursive: true });
-        changes = await treeChanges(parentDir, upper);
-      }
+      const tar = await this.stepLayer(upper, mount ? stack.slice(1) : undefined, top);
       const now = Date.now();
       st.time = this.stamp(now);
-      if (changes.length === 0) {
+      if (tar === undefined) {
         meta.write(() => insertCache(meta.db, key, parent, step, inputs, undefined, now));
         st.history.push(history(true));
         done();
         return;
       }
-      const layer: NewLayer = await this.engine.ingestLayer(writeChangeset(changes, upper), "none");
+      const layer: NewLayer = await this.engine.ingestLayer(tar, "none");
       try {
         // The cache row first (gc keeps what it names), then the blob into the store.
         meta.write(() => insertCache(meta.db, key, parent, step, inputs, layer, now));
@@ -602,6 +601,30 @@ export class Builder {
     }
   }
 
+  /**
+   * The layer tar of a step's snapshot directory `upper`, undefined when the step changed
+   * nothing. Overlay written without a mount (no `lowers`), the upper directory holds only
+   * what the step made or copied up to write into, and no whiteouts (nothing is deleted):
+   * all of it is the layer, packed as it is walked. Otherwise its changes are diffed.
+   */
+  private async stepLayer(upper: string, lowers: string[] | undefined, top: string | undefined): Promise<Readable | undefined> {
+    const sn = this.engine.snapshots;
+    const { overlayChanges, treeChanges, writeChangeset, contentXattrs } = await import("../archive/changes.js");
+    if (sn.driver === "overlay" && lowers === undefined) {
+      if (readdirSync(upper).length === 0) return undefined;
+      const native = nativeFs();
+      return packDirectory(upper, (abs) => contentXattrs(native, abs));
+    }
+    let changes;
+    if (sn.driver === "overlay") changes = await overlayChanges(upper, lowers!);
+    else {
+      const parentDir = top ? (await sn.stat(top)).dir : join(this.tmp, "empty");
+      mkdirSync(parentDir, { recursive: true });
+      changes = await treeChanges(parentDir, upper);
+    }
+    return changes.length ? writeChangeset(changes, upper) : undefined;
+  }
+
   private pushLayer(st: StageState, l: { digest: Digest; media_type: string; size: number; diff_id: Digest; uncompressed_size: number }): ImageLayerRow {
     const chain = chainIds([...st.layers.map((x) => x.diff_id), l.diff_id]).pop()!;
     const row = { ...l, position: st.layers.length, chain_id: chain } as ImageLayerRow;
@@ -610,7 +633,7 @@ export class Builder {
   }
 
   /** Why a step missed the cache: which input changed since the last build of the same step on the same parent. */
-  private whyMiss(parent: string, step: string, inputs: [string, string][]): string {
+  private whyMiss(parent: string, step: string, inputs: string): string {
     const db = this.engine.meta.db;
     const prev = db.prepare("SELECT inputs FROM build_cache WHERE parent = ? AND step = ? ORDER BY created DESC LIMIT 1").get(parent, step) as { inputs: string } | undefined;
     if (!prev) {
@@ -618,7 +641,7 @@ export class Builder {
       return sameStep ? "an earlier step changed (the parent layer is new)" : "this step has not been built before";
     }
     const before = new Map(JSON.parse(prev.inputs) as [string, string][]);
-    const now = new Map(inputs);
+    const now = new Map(JSON.parse(inputs) as [string, string][]);
     const changed: string[] = [];
     for (const [p, h] of now) if (!before.has(p)) changed.push(`${p} added`);
     else if (before.get(p) !== h) changed.push(`${p} changed`);
@@ -646,7 +669,7 @@ export class Builder {
     const cwd = st.config.WorkingDir || "/";
     const user = st.config.User ?? "";
     const step = `RUN ${node.json ? JSON.stringify(argv) : argv.join(" ")}`;
-    await this.fsStep(st, node, step, { env, cwd, user, network }, [], (root) => this.runInContainer(node, root.root, argv, env, cwd, user, network === "host" ? "host" : "none"), done, true);
+    await this.fsStep(st, node, step, { env, cwd, user, network }, "[]", (root) => this.runInContainer(node, root.root, argv, env, cwd, user, network === "host" ? "host" : "none"), done, true);
   }
 
   /** Runs argv in a throwaway container over `rootfs` (already mounted); fails with the exit code and the line. */
@@ -747,19 +770,21 @@ export class Builder {
     try {
       // What the step reads, by content: the cache key.
       const sources: { word: string; rel?: string; entries: SourceEntry[]; heredoc?: string; url?: string }[] = [];
-      const inputs: [string, string][] = [];
+      // [path, digest] pairs, each as JSON text: joined into one flat string below, not kept as arrays.
+      const pairs: string[] = [];
+      const input = (path: string, digest: string) => void pairs.push(JSON.stringify([path, digest]));
       for (const w of srcWords) {
         if (w.startsWith("<<") && heredocs.has(w.slice(2).replace(/^-/, "").replace(/^["']|["']$/g, ""))) {
           const h = heredocs.get(w.slice(2).replace(/^-/, "").replace(/^["']|["']$/g, ""))!;
           const content = h.expand ? this.expand(h.content, st, node) : h.content;
           sources.push({ word: h.name, entries: [], heredoc: content });
-          inputs.push([`<<${h.name}`, createHash("sha256").update(content).digest("hex")]);
+          input(`<<${h.name}`, createHash("sha256").update(content).digest("hex"));
           continue;
         }
         if (/^https?:\/\//.test(w)) {
           if (!isAdd) throw new BuildError(node, "source can't be a URL for COPY");
           sources.push({ word: w, entries: [], url: w });
-          inputs.push([w, "url"]);
+          input(w, "url");
           continue;
         }
         let matches: string[];
@@ -770,24 +795,26 @@ export class Builder {
         }
         for (const rel of matches) {
           const entries = tree.walk(rel);
-          for (const e of entries) inputs.push([`${fromLabel}:${e.rel}`, tree.digest(e)]);
+          for (const e of entries) input(`${fromLabel}:${e.rel}`, tree.digest(e));
           sources.push({ word: w, rel, entries });
         }
       }
+      const inputs = `[${pairs.splice(0).join(",")}]`;
       const chown = flags.chown as string | undefined;
       const wd = st.config.WorkingDir || "/";
       const dest = destWord.startsWith("/") ? destWord : posix.join(wd, destWord) + (destWord.endsWith("/") || destWord === "." ? "/" : "");
       const step = `${node.value.toUpperCase()} ${[...(chown ? [`--chown=${chown}`] : []), ...(chmod ? [`--chmod=${chmod}`] : []), ...(flags.from ? [`--from=${flags.from}`] : []), ...srcWords, destWord].join(" ")}`;
       // A local archive ADD extracts through the mounted root; everything else is written without a mount.
       const extracts = new Set<SourceEntry>();
-      for (const s of sources) if (isAdd && !flags.from && s.entries.length && !s.entries[0].st.isDirectory() && (await isArchive(s.entries[0].abs))) extracts.add(s.entries[0]);
+      for (const s of sources) if (isAdd && !flags.from && s.entries.length && !isDir(s.entries[0]) && (await isArchive(tree.abs(s.entries[0].rel)))) extracts.add(s.entries[0]);
       await this.fsStep(st, node, step, { dest, chown, chmod, from: fromLabel }, inputs, async (root) => {
         const owner = chown !== undefined ? this.resolveChown(chown, root, node) : undefined;
         const multiple = sources.length > 1 || sources.some((s) => s.word !== s.rel && /[*?[]/.test(s.word));
         const destIsDir = dest.endsWith("/") || multiple || root.isDir(dest);
         if (multiple && !dest.endsWith("/")) throw new BuildError(node, `When using ${node.value.toUpperCase()} with more than one source file, the destination must be a directory and end with a /`);
-        const copier = new Copier(root, owner, chmod !== undefined ? parseInt(chmod, 8) : undefined, !!flags.from);
-        for (const s of sources) {
+        const copier = new Copier(root, tree, owner, chmod !== undefined ? parseInt(chmod, 8) : undefined, !!flags.from);
+        // Taken out of `sources` as they are copied: the file lists are not kept while the layer is written.
+        for (const s of sources.splice(0)) {
           if (s.heredoc !== undefined) {
             copier.writeFile(destIsDir ? posix.join(dest, s.word) : dest, s.heredoc);
             continue;
@@ -797,9 +824,9 @@ export class Builder {
             continue;
           }
           const top = s.entries[0];
-          if (top.st.isDirectory()) copier.copyTree(s.entries, dest);
-          else if (extracts.has(top)) await copier.extract(top.abs, dest, node);
-          else copier.copyEntry(top, destIsDir ? posix.join(dest, basename(top.rel) || basename(top.abs)) : dest);
+          if (isDir(top)) copier.copyTree(s.entries, dest);
+          else if (extracts.has(top)) await copier.extract(tree.abs(top.rel), dest, node);
+          else copier.copyEntry(top, destIsDir ? posix.join(dest, basename(top.rel) || basename(tree.root)) : dest);
         }
       }, done, extracts.size > 0);
     } finally {
@@ -871,12 +898,12 @@ interface CacheRow {
   uncompressed_size: number | null;
 }
 
-function insertCache(db: import("better-sqlite3").Database, key: string, parent: string, step: string, inputs: [string, string][], layer: NewLayer | undefined, created: number): void {
+function insertCache(db: import("better-sqlite3").Database, key: string, parent: string, step: string, inputs: string, layer: NewLayer | undefined, created: number): void {
   db.prepare("INSERT OR REPLACE INTO build_cache (key, parent, step, inputs, layer, media_type, size, diff_id, uncompressed_size, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").run(
     key,
     parent,
     step,
-    JSON.stringify(inputs),
+    inputs,
     layer?.digest ?? null,
     layer?.mediaType ?? null,
     layer?.size ?? null,
@@ -938,6 +965,7 @@ class Copier {
 
   constructor(
     private readonly root: StepRoot,
+    private readonly tree: SourceTree,
     private readonly owner: { uid: number; gid: number } | undefined,
     private readonly mode: number | undefined,
     private readonly keepOwner: boolean,
@@ -974,32 +1002,30 @@ class Copier {
 
   copyEntry(e: SourceEntry, dest: string): void {
     const rel = this.target(dest);
-    const st = e.st;
-    if (st.isDirectory()) {
+    if (isDir(e)) {
       const existing = this.root.stat(rel);
       if (existing && !existing.isDirectory()) throw new StrataError("CONFLICT", `cannot copy a directory to ${dest}: it exists and is not a directory`);
       const p = this.root.abs(rel);
       if (existing) this.root.copyUp(rel);
       else mkdirSync(p);
-      chmodSync(p, this.mode ?? st.mode & 0o7777);
-      this.own(p, st);
+      chmodSync(p, this.mode ?? e.mode & 0o7777);
+      this.own(p, e);
       return;
     }
     const p = this.replace(rel, dest);
-    const inode = `${st.dev}:${st.ino}`;
-    const linked = st.nlink > 1 ? this.links.get(inode) : undefined;
+    const linked = e.inode !== undefined ? this.links.get(e.inode) : undefined;
     if (linked) {
       linkSync(linked, p);
       return;
     }
-    if (st.isSymbolicLink()) symlinkSync(readlinkSync(e.abs), p);
-    else if (st.isFile()) {
-      copyFileSync(e.abs, p);
-      chmodSync(p, this.mode ?? st.mode & 0o7777);
+    if (isSymlink(e)) symlinkSync(readlinkSync(this.tree.abs(e.rel)), p);
+    else if (isFile(e)) {
+      copyFileSync(this.tree.abs(e.rel), p);
+      chmodSync(p, this.mode ?? e.mode & 0o7777);
     } else return; // sockets, devices, FIFOs: not copied from a context
-    this.own(p, st);
-    lutimesSync(p, st.atime, st.mtime);
-    if (st.nlink > 1) this.links.set(inode, p);
+    this.own(p, e);
+    lutimesSync(p, e.atimeMs / 1000, e.mtimeMs / 1000);
+    if (e.inode !== undefined) this.links.set(e.inode, p);
   }
 
   /** A directory's contents (not the directory itself) into dest, as Docker copies them. */
@@ -1008,7 +1034,7 @@ class Copier {
     this.copyEntry(top, dest);
     for (const e of rest) this.copyEntry(e, posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0)));
     // Directory times last, after their contents were written.
-    for (const e of [top, ...rest].reverse()) if (e.st.isDirectory()) lutimesSync(this.root.abs(this.target(posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0)))), e.st.atime, e.st.mtime);
+    for (const e of [top, ...rest].reverse()) if (isDir(e)) lutimesSync(this.root.abs(this.target(posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0)))), e.atimeMs / 1000, e.mtimeMs / 1000);
   }
 
   /** ADD of a local archive: extracted into dest (owners as archived), through strata's own scoped extractor. */
