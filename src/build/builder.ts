@@ -12,7 +12,6 @@ import {
   readdirSync,
   rmdirSync,
   rmSync,
-  statSync,
   symlinkSync,
   linkSync,
   unlinkSync,
@@ -769,7 +768,7 @@ export class Builder {
     } else tree = new SourceTree(this.opts.context, this.ignore, "build context");
     try {
       // What the step reads, by content: the cache key.
-      const sources: { word: string; rel?: string; entries: SourceEntry[]; heredoc?: string; url?: string }[] = [];
+      const sources: { word: string; rel?: string; top?: SourceEntry; heredoc?: string; url?: string }[] = [];
       // [path, digest] pairs, each as JSON text: joined into one flat string below, not kept as arrays.
       const pairs: string[] = [];
       const input = (path: string, digest: string) => void pairs.push(JSON.stringify([path, digest]));
@@ -777,13 +776,13 @@ export class Builder {
         if (w.startsWith("<<") && heredocs.has(w.slice(2).replace(/^-/, "").replace(/^["']|["']$/g, ""))) {
           const h = heredocs.get(w.slice(2).replace(/^-/, "").replace(/^["']|["']$/g, ""))!;
           const content = h.expand ? this.expand(h.content, st, node) : h.content;
-          sources.push({ word: h.name, entries: [], heredoc: content });
+          sources.push({ word: h.name, heredoc: content });
           input(`<<${h.name}`, createHash("sha256").update(content).digest("hex"));
           continue;
         }
         if (/^https?:\/\//.test(w)) {
           if (!isAdd) throw new BuildError(node, "source can't be a URL for COPY");
-          sources.push({ word: w, entries: [], url: w });
+          sources.push({ word: w, url: w });
           input(w, "url");
           continue;
         }
@@ -794,9 +793,9 @@ export class Builder {
           throw new BuildError(node, `failed to compute cache key: ${(e as Error).message}`);
         }
         for (const rel of matches) {
-          const entries = tree.walk(rel);
-          for (const e of entries) input(`${fromLabel}:${e.rel}`, tree.digest(e));
-          sources.push({ word: w, rel, entries });
+          const top = tree.top(rel);
+          tree.walk(top, (e) => input(`${fromLabel}:${e.rel}`, tree.digest(e)));
+          sources.push({ word: w, rel, top });
         }
       }
       const inputs = `[${pairs.splice(0).join(",")}]`;
@@ -806,15 +805,14 @@ export class Builder {
       const step = `${node.value.toUpperCase()} ${[...(chown ? [`--chown=${chown}`] : []), ...(chmod ? [`--chmod=${chmod}`] : []), ...(flags.from ? [`--from=${flags.from}`] : []), ...srcWords, destWord].join(" ")}`;
       // A local archive ADD extracts through the mounted root; everything else is written without a mount.
       const extracts = new Set<SourceEntry>();
-      for (const s of sources) if (isAdd && !flags.from && s.entries.length && !isDir(s.entries[0]) && (await isArchive(tree.abs(s.entries[0].rel)))) extracts.add(s.entries[0]);
+      for (const s of sources) if (isAdd && !flags.from && s.top && !isDir(s.top) && (await isArchive(tree.abs(s.top.rel)))) extracts.add(s.top);
       await this.fsStep(st, node, step, { dest, chown, chmod, from: fromLabel }, inputs, async (root) => {
         const owner = chown !== undefined ? this.resolveChown(chown, root, node) : undefined;
         const multiple = sources.length > 1 || sources.some((s) => s.word !== s.rel && /[*?[]/.test(s.word));
         const destIsDir = dest.endsWith("/") || multiple || root.isDir(dest);
         if (multiple && !dest.endsWith("/")) throw new BuildError(node, `When using ${node.value.toUpperCase()} with more than one source file, the destination must be a directory and end with a /`);
         const copier = new Copier(root, tree, owner, chmod !== undefined ? parseInt(chmod, 8) : undefined, !!flags.from);
-        // Taken out of `sources` as they are copied: the file lists are not kept while the layer is written.
-        for (const s of sources.splice(0)) {
+        for (const s of sources) {
           if (s.heredoc !== undefined) {
             copier.writeFile(destIsDir ? posix.join(dest, s.word) : dest, s.heredoc);
             continue;
@@ -823,8 +821,8 @@ export class Builder {
             await copier.download(s.url, destIsDir ? posix.join(dest, basename(new URL(s.url).pathname) || "index.html") : dest, node);
             continue;
           }
-          const top = s.entries[0];
-          if (isDir(top)) copier.copyTree(s.entries, dest);
+          const top = s.top!;
+          if (isDir(top)) copier.copyTree(top, dest);
           else if (extracts.has(top)) await copier.extract(tree.abs(top.rel), dest, node);
           else copier.copyEntry(top, destIsDir ? posix.join(dest, basename(top.rel) || basename(tree.root)) : dest);
         }
@@ -1029,12 +1027,10 @@ class Copier {
   }
 
   /** A directory's contents (not the directory itself) into dest, as Docker copies them. */
-  copyTree(entries: SourceEntry[], dest: string): void {
-    const [top, ...rest] = entries;
-    this.copyEntry(top, dest);
-    for (const e of rest) this.copyEntry(e, posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0)));
-    // Directory times last, after their contents were written.
-    for (const e of [top, ...rest].reverse()) if (isDir(e)) lutimesSync(this.root.abs(this.target(posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0)))), e.atimeMs / 1000, e.mtimeMs / 1000);
+  copyTree(top: SourceEntry, dest: string): void {
+    const destOf = (e: SourceEntry) => posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0));
+    // A directory's times are set once its contents are written.
+    this.tree.walk(top, (e) => this.copyEntry(e, destOf(e)), (d) => lutimesSync(this.root.abs(this.target(destOf(d))), d.atimeMs / 1000, d.mtimeMs / 1000));
   }
 
   /** ADD of a local archive: extracted into dest (owners as archived), through strata's own scoped extractor. */

@@ -96,29 +96,34 @@ export class SourceTree {
     return [...new Set(out)];
   }
 
-  /** `rel` and, for a directory, everything below it that is not excluded; the top is followed if it is a symlink. */
-  walk(rel: string): SourceEntry[] {
-    const out: SourceEntry[] = [];
+  /** The entry `rel` names, followed if it is a symlink. */
+  top(rel: string): SourceEntry {
     const top = this.lstat(rel)!;
-    const st = top.isSymbolicLink() ? (statSync(this.abs(rel), { throwIfNoEntry: false }) ?? top) : top;
-    out.push(entry(rel, st));
-    if (st.isDirectory()) {
-      const visit = (dir: string) => {
-        for (const c of this.children(dir)) {
-          if (this.ignored(c)) {
-            // An excluded directory may still hold re-included paths (`!` patterns).
-            const cst = this.lstat(c)!;
-            if (cst.isDirectory()) visit(c);
-            continue;
-          }
-          const cst = this.lstat(c)!;
-          out.push(entry(c, cst));
-          if (cst.isDirectory()) visit(c);
-        }
-      };
-      visit(rel);
+    return entry(rel, top.isSymbolicLink() ? (statSync(this.abs(rel), { throwIfNoEntry: false }) ?? top) : top);
+  }
+
+  /**
+   * `top` and, for a directory, everything below it that is not excluded, in
+   * tree order (a directory right before its contents); `leave` is told of each
+   * directory after its contents. Nothing is kept: a context can hold
+   * hundreds of thousands of files.
+   */
+  walk(top: SourceEntry, visit: (e: SourceEntry) => void, leave: (dir: SourceEntry) => void = () => {}): void {
+    const below = (dir: string) => {
+      for (const c of this.children(dir)) {
+        const e = entry(c, this.lstat(c)!);
+        // An excluded directory may still hold re-included paths (`!` patterns).
+        const shown = !this.ignored(c);
+        if (shown) visit(e);
+        if (isDir(e)) below(c);
+        if (shown && isDir(e)) leave(e);
+      }
+    };
+    visit(top);
+    if (isDir(top)) {
+      below(top.rel);
+      leave(top);
     }
-    return out;
   }
 
   /** What the cache keys on: content, not mtime (plus type, mode and link target). */
