@@ -248,7 +248,8 @@ export class LayerWriter {
             await fh.close().catch(() => {});
           }
         })();
-        Readable.from(src).on("error", reject).pipe(sink);
+        // One chunk read ahead at most (an object-mode stream would buffer 16 MiB of them).
+        Readable.from(src, { highWaterMark: 1 }).on("error", reject).pipe(sink);
       });
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
       await this.entry(this.withXattrs({ ...h, type: st.isCharacterDevice() ? "character-device" : "block-device", devmajor: devMajor(st.rdev), devminor: devMinor(st.rdev) }, xattrs));
