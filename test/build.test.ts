@@ -263,3 +263,22 @@ test("multi-stage: --target builds only what the target needs; ONBUILD triggers 
   assert.equal(ok(strata(f.root, ["run", "--rm", "heredoc:1", "cat", "/heredoc.txt"])).stdout, "hello heredoc\n");
   void linkSync;
 });
+
+test("COPY into the lower layers' tree: through a symlink, into a directory it keeps the attributes of, over a file", (t) => {
+  const f = fixture(t);
+  const ctx = join(f.dir, "ctx");
+  mkdirSync(join(ctx, "more"), { recursive: true });
+  writeFileSync(join(ctx, "f.txt"), "through the link\n");
+  writeFileSync(join(ctx, "motd"), "new motd\n");
+  writeFileSync(join(ctx, "more", "added"), "merged\n");
+  writeFileSync(
+    join(ctx, "Dockerfile"),
+    `FROM ${f.base}\nRUN mkdir -m 0700 /srv /srv/private && chown 1000:1000 /srv/private && ln -s /srv/private /link && echo old > /etc/motd\nCOPY f.txt /link/\nCOPY motd /etc/motd\nCOPY more/ /var/lib/\nWORKDIR /srv\n`,
+  );
+  ok(strata(f.root, ["build", "-t", "lower:1", ctx]));
+  const out = ok(strata(f.root, ["run", "--rm", "lower:1", "sh", "-c", "stat -c '%a %u:%g' /srv /srv/private; readlink /link; cat /srv/private/f.txt /etc/motd; ls /var/lib"])).stdout;
+  assert.equal(out, "700 0:0\n700 1000:1000\n/srv/private\nthrough the link\nnew motd\nadded\nstate\n");
+  // WORKDIR on a directory that exists makes no layer.
+  assert.equal((JSON.parse(ok(strata(f.root, ["inspect", "-f", "{{json .RootFS.Layers}}", "lower:1"])).stdout) as string[]).length, 5, "the base, RUN and three COPY layers");
+  ok(strata(f.root, ["check"]));
+});

@@ -82,7 +82,7 @@ function names(abs: string): string[] {
 }
 
 /** Extended attributes that belong to the content (everything but overlay's own), sorted by name. */
-function contentXattrs(native: NativeFs, abs: string): [string, Buffer][] {
+export function contentXattrs(native: NativeFs, abs: string): [string, Buffer][] {
   const out: [string, Buffer][] = [];
   let list: string[];
   try {

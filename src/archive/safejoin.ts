@@ -1,4 +1,4 @@
-import { lstatSync, mkdirSync, chmodSync, readlinkSync } from "node:fs";
+import { lstatSync, mkdirSync, chmodSync, readlinkSync, type Stats } from "node:fs";
 import { resolve } from "node:path";
 import { StrataError } from "../errors/index.js";
 
@@ -127,6 +127,15 @@ export class RootScope {
     return this.walk([], path.split("/"), false, path, true);
   }
 
+  /** What is at the real relative path `rel` (a subclass may merge another tree in; `create`: a directory is about to be written into). */
+  protected lstat(rel: string, _create: boolean): Stats | undefined {
+    return lstatSync(this.abs(rel), { throwIfNoEntry: false });
+  }
+
+  protected readlink(rel: string): string {
+    return readlinkSync(this.abs(rel));
+  }
+
   /** Follows `pending` from the real directory `cur`; every component ends up lstat-verified as a directory (the last one may be any file with `last`). */
   private walk(cur: string[], pending: string[], create: boolean, entry: string, last = false): string | undefined {
     let links = 0;
@@ -140,7 +149,7 @@ export class RootScope {
       cur.push(c);
       const rel = cur.join("/");
       const abs = this.abs(rel);
-      const st = lstatSync(abs, { throwIfNoEntry: false });
+      const st = this.lstat(rel, create);
       if (st === undefined) {
         if (!create) return undefined;
         mkdirSync(abs, 0o755);
@@ -148,7 +157,7 @@ export class RootScope {
         this.onCreate?.(rel);
       } else if (st.isSymbolicLink()) {
         if (++links > MAX_SYMLINKS) refuse(entry, "too many levels of symbolic links in its parent path");
-        const target = readlinkSync(abs);
+        const target = this.readlink(rel);
         cur.pop();
         if (target.startsWith("/")) cur = [];
         pending = target.split("/").concat(pending);

@@ -248,7 +248,8 @@ export class LayerWriter {
             await fh.close().catch(() => {});
           }
         })();
-        Readable.from(src).on("error", reject).pipe(sink);
+        // One chunk read ahead at most (an object-mode stream would buffer 16 MiB of them).
+        Readable.from(src, { highWaterMark: 1 }).on("error", reject).pipe(sink);
       });
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
       await this.entry(this.withXattrs({ ...h, type: st.isCharacterDevice() ? "character-device" : "block-device", devmajor: devMajor(st.rdev), devminor: devMinor(st.rdev) }, xattrs));
@@ -274,10 +275,10 @@ export class LayerWriter {
 /**
  * Packs a directory as a layer tar: entries sorted by name, headers
  * normalised (no user/group names, mtimes clamped to SOURCE_DATE_EPOCH),
- * hardlinks for repeated inodes, devices and FIFOs kept. The same tree gives
- * the same bytes.
+ * hardlinks for repeated inodes, devices and FIFOs kept, and `xattrs(abs)`
+ * as PAX records when given. The same tree gives the same bytes.
  */
-export function packDirectory(root: string): Readable {
+export function packDirectory(root: string, xattrs?: (abs: string) => readonly (readonly [string, Buffer])[]): Readable {
   const writer = new LayerWriter();
 
   async function walk(rel: string): Promise<void> {
@@ -286,7 +287,7 @@ export function packDirectory(root: string): Readable {
       const relPath = rel === "" ? n : `${rel}/${n}`;
       const abs = join(root, relPath);
       const st = await fs.lstat(abs);
-      await writer.add(relPath, abs, st);
+      await writer.add(relPath, abs, st, st.isSocket() ? undefined : xattrs?.(abs));
       if (st.isDirectory()) await walk(relPath);
     }
   }

@@ -9,9 +9,9 @@ import {
   mkdirSync,
   readFileSync,
   readlinkSync,
+  readdirSync,
   rmdirSync,
   rmSync,
-  statSync,
   symlinkSync,
   linkSync,
   unlinkSync,
@@ -23,6 +23,10 @@ import { StrataError } from "../errors/index.js";
 import { chainIds, type Digest } from "../digest/index.js";
 import { RootScope } from "../archive/safejoin.js";
 import { mountAll, unmount } from "../snapshot/mount.js";
+import type { Mount } from "../snapshot/index.js";
+import { packDirectory } from "../archive/tar.js";
+import { nativeFs } from "../native/index.js";
+import type { Readable } from "node:stream";
 import { hostPlatform, type ImageConfig, type HistoryEntry } from "../oci/index.js";
 import { formatReference, parseReference } from "../reference/index.js";
 import type { Engine, NewLayer } from "../engine/index.js";
@@ -33,7 +37,8 @@ import { buildSpec, mergeEnv, DEFAULT_PATH } from "../runtime/spec.js";
 import { resolveUser, readRootFile } from "../runtime/user.js";
 import { parse, parseFlags, type Node } from "./parser.js";
 import { ShellLex } from "./shell.js";
-import { SourceTree, type SourceEntry } from "./context.js";
+import { SourceTree, isDir, isFile, isSymlink, type SourceEntry } from "./context.js";
+import { StepRoot } from "./step-root.js";
 
 export interface BuildOptions {
   /** the context directory */
@@ -391,8 +396,8 @@ export class Builder {
         const dir = posix.resolve(cfg.WorkingDir || "/", words[0]);
         cfg.WorkingDir = dir;
         // Docker creates the directory; that is a layer only when it did not exist.
-        await this.fsStep(st, node, `WORKDIR ${dir}`, { dir }, [], async (rootfs) => {
-          new RootScope(rootfs).dir(dir.split("/").filter(Boolean), true, dir);
+        await this.fsStep(st, node, `WORKDIR ${dir}`, { dir }, "[]", async (root) => {
+          if (!root.isDir(dir)) root.dir(dir.split("/").filter(Boolean), true, dir);
         }, done);
         return;
       }
@@ -502,21 +507,32 @@ export class Builder {
 
   /**
    * One filesystem step: the cache first (key: parent chainID, the step, the
-   * digests of what it reads); on a miss, `apply` changes the mounted stage
-   * root, the changes become a layer, and the snapshot is kept as the next
-   * step's parent.
+   * digests of what it reads); on a miss, `apply` changes the stage root, the
+   * changes become a layer, and the snapshot is kept as the next step's
+   * parent. Only a step that runs something (`mount`) gets the root mounted;
+   * the others write straight into the snapshot's own directory, resolving
+   * paths against a read-only view of the layers below.
+   *
+   * Durability: the layer blob is fsynced into the content store before the
+   * cache row names it; the step's snapshot, like an unpacked one, is not
+   * synced (overlay mounts are `volatile`, and an unmount would otherwise
+   * sync the whole filesystem), so after a crash it may need unpacking again
+   * from that blob.
    */
   private async fsStep(
     st: StageState,
     node: Node,
     step: string,
     keyParts: Record<string, unknown>,
-    inputs: [string, string][],
-    apply: (rootfs: string, upper: string) => Promise<void>,
+    /** what the step reads: a JSON array of [path, digest] pairs */
+    inputs: string,
+    apply: (root: StepRoot) => Promise<void>,
     done: (cached?: boolean) => void,
+    mount = false,
   ): Promise<void> {
     const parent = this.topChain(st) ?? "";
-    const key = createHash("sha256").update(JSON.stringify([parent, step, keyParts, inputs])).digest("hex");
+    // JSON.stringify([parent, step, keyParts, inputs]), with `inputs` already JSON.
+    const key = createHash("sha256").update(`[${JSON.stringify(parent)},${JSON.stringify(step)},${JSON.stringify(keyParts)},${inputs}]`).digest("hex");
     const meta = this.engine.meta;
     const history = (empty: boolean): HistoryEntry => ({ created: st.time, created_by: `${step} # buildkit`, comment: "buildkit.dockerfile.v0", ...(empty ? { empty_layer: true } : {}) });
     if (!this.opts.noCache) {
@@ -537,34 +553,29 @@ export class Builder {
     const rootfs = join(this.tmp, snapKey);
     let committed = false;
     try {
+      // overlay: the upper directory then the lowers; vfs: the snapshot's full copy.
       const stack = await sn.stack(snapKey);
-      mountAll(await sn.mounts(snapKey), rootfs);
+      const upper = stack[0];
+      const lower = !mount && sn.driver === "overlay" ? await this.viewOf(top) : undefined;
+      if (mount) mountAll(volatile(await sn.mounts(snapKey)), rootfs);
       try {
-        await apply(rootfs, stack[0]);
+        await apply(mount ? new StepRoot(rootfs) : new StepRoot(upper, lower?.dir));
       } catch (e) {
         throw e instanceof BuildError ? e : new BuildError(node, (e as Error).message);
       } finally {
-        unmount(rootfs);
+        if (mount) unmount(rootfs);
+        await lower?.cleanup();
       }
-      const { overlayChanges, treeChanges, writeChangeset } = await import("../archive/changes.js");
-      let changes;
-      let upper = stack[0];
-      if (sn.driver === "overlay") changes = await overlayChanges(upper, stack.slice(1));
-      else {
-        const parentDir = top ? (await sn.stat(top)).dir : join(this.tmp, "empty");
-        mkdirSync(parentDir, { recursive: true });
-        changes = await treeChanges(parentDir, (await sn.stat(snapKey)).dir);
-        upper = (await sn.stat(snapKey)).dir;
-      }
+      const tar = await this.stepLayer(upper, mount ? stack.slice(1) : undefined, top);
       const now = Date.now();
       st.time = this.stamp(now);
-      if (changes.length === 0) {
+      if (tar === undefined) {
         meta.write(() => insertCache(meta.db, key, parent, step, inputs, undefined, now));
         st.history.push(history(true));
         done();
         return;
       }
-      const layer: NewLayer = await this.engine.ingestLayer(writeChangeset(changes, upper), "none");
+      const layer: NewLayer = await this.engine.ingestLayer(tar, "none");
       try {
         // The cache row first (gc keeps what it names), then the blob into the store.
         meta.write(() => insertCache(meta.db, key, parent, step, inputs, layer, now));
@@ -589,6 +600,30 @@ export class Builder {
     }
   }
 
+  /**
+   * The layer tar of a step's snapshot directory `upper`, undefined when the step changed
+   * nothing. Overlay written without a mount (no `lowers`), the upper directory holds only
+   * what the step made or copied up to write into, and no whiteouts (nothing is deleted):
+   * all of it is the layer, packed as it is walked. Otherwise its changes are diffed.
+   */
+  private async stepLayer(upper: string, lowers: string[] | undefined, top: string | undefined): Promise<Readable | undefined> {
+    const sn = this.engine.snapshots;
+    const { overlayChanges, treeChanges, writeChangeset, contentXattrs } = await import("../archive/changes.js");
+    if (sn.driver === "overlay" && lowers === undefined) {
+      if (readdirSync(upper).length === 0) return undefined;
+      const native = nativeFs();
+      return packDirectory(upper, (abs) => contentXattrs(native, abs));
+    }
+    let changes;
+    if (sn.driver === "overlay") changes = await overlayChanges(upper, lowers!);
+    else {
+      const parentDir = top ? (await sn.stat(top)).dir : join(this.tmp, "empty");
+      mkdirSync(parentDir, { recursive: true });
+      changes = await treeChanges(parentDir, upper);
+    }
+    return changes.length ? writeChangeset(changes, upper) : undefined;
+  }
+
   private pushLayer(st: StageState, l: { digest: Digest; media_type: string; size: number; diff_id: Digest; uncompressed_size: number }): ImageLayerRow {
     const chain = chainIds([...st.layers.map((x) => x.diff_id), l.diff_id]).pop()!;
     const row = { ...l, position: st.layers.length, chain_id: chain } as ImageLayerRow;
@@ -597,7 +632,7 @@ export class Builder {
   }
 
   /** Why a step missed the cache: which input changed since the last build of the same step on the same parent. */
-  private whyMiss(parent: string, step: string, inputs: [string, string][]): string {
+  private whyMiss(parent: string, step: string, inputs: string): string {
     const db = this.engine.meta.db;
     const prev = db.prepare("SELECT inputs FROM build_cache WHERE parent = ? AND step = ? ORDER BY created DESC LIMIT 1").get(parent, step) as { inputs: string } | undefined;
     if (!prev) {
@@ -605,7 +640,7 @@ export class Builder {
       return sameStep ? "an earlier step changed (the parent layer is new)" : "this step has not been built before";
     }
     const before = new Map(JSON.parse(prev.inputs) as [string, string][]);
-    const now = new Map(inputs);
+    const now = new Map(JSON.parse(inputs) as [string, string][]);
     const changed: string[] = [];
     for (const [p, h] of now) if (!before.has(p)) changed.push(`${p} added`);
     else if (before.get(p) !== h) changed.push(`${p} changed`);
@@ -633,7 +668,7 @@ export class Builder {
     const cwd = st.config.WorkingDir || "/";
     const user = st.config.User ?? "";
     const step = `RUN ${node.json ? JSON.stringify(argv) : argv.join(" ")}`;
-    await this.fsStep(st, node, step, { env, cwd, user, network }, [], (rootfs) => this.runInContainer(node, rootfs, argv, env, cwd, user, network === "host" ? "host" : "none"), done);
+    await this.fsStep(st, node, step, { env, cwd, user, network }, "[]", (root) => this.runInContainer(node, root.root, argv, env, cwd, user, network === "host" ? "host" : "none"), done, true);
   }
 
   /** Runs argv in a throwaway container over `rootfs` (already mounted); fails with the exit code and the line. */
@@ -726,27 +761,29 @@ export class Builder {
       const dep = this.stageRef(ref, node, stage.index);
       const srcState = dep ? this.results.get(dep.index) : await this.baseState({ index: -1, from: { ...node, next: [ref], flags: [] }, nodes: [] });
       if (!srcState) throw new BuildError(node, `stage "${ref}" has not been built`);
-      const view = await this.viewOf(srcState);
+      const view = await this.viewOf(await this.ensureSnapshots(srcState));
       tree = new SourceTree(view.dir, () => false, `stage ${ref}`);
       viewCleanup = view.cleanup;
       fromLabel = `${dep ? "stage" : "image"} ${ref}:${this.topChain(srcState) ?? "scratch"}`;
     } else tree = new SourceTree(this.opts.context, this.ignore, "build context");
     try {
       // What the step reads, by content: the cache key.
-      const sources: { word: string; rel?: string; entries: SourceEntry[]; heredoc?: string; url?: string }[] = [];
-      const inputs: [string, string][] = [];
+      const sources: { word: string; rel?: string; top?: SourceEntry; heredoc?: string; url?: string }[] = [];
+      // [path, digest] pairs, each as JSON text: joined into one flat string below, not kept as arrays.
+      const pairs: string[] = [];
+      const input = (path: string, digest: string) => void pairs.push(JSON.stringify([path, digest]));
       for (const w of srcWords) {
         if (w.startsWith("<<") && heredocs.has(w.slice(2).replace(/^-/, "").replace(/^["']|["']$/g, ""))) {
           const h = heredocs.get(w.slice(2).replace(/^-/, "").replace(/^["']|["']$/g, ""))!;
           const content = h.expand ? this.expand(h.content, st, node) : h.content;
-          sources.push({ word: h.name, entries: [], heredoc: content });
-          inputs.push([`<<${h.name}`, createHash("sha256").update(content).digest("hex")]);
+          sources.push({ word: h.name, heredoc: content });
+          input(`<<${h.name}`, createHash("sha256").update(content).digest("hex"));
           continue;
         }
         if (/^https?:\/\//.test(w)) {
           if (!isAdd) throw new BuildError(node, "source can't be a URL for COPY");
-          sources.push({ word: w, entries: [], url: w });
-          inputs.push([w, "url"]);
+          sources.push({ word: w, url: w });
+          input(w, "url");
           continue;
         }
         let matches: string[];
@@ -756,22 +793,25 @@ export class Builder {
           throw new BuildError(node, `failed to compute cache key: ${(e as Error).message}`);
         }
         for (const rel of matches) {
-          const entries = tree.walk(rel);
-          for (const e of entries) inputs.push([`${fromLabel}:${e.rel}`, tree.digest(e)]);
-          sources.push({ word: w, rel, entries });
+          const top = tree.top(rel);
+          tree.walk(top, (e) => input(`${fromLabel}:${e.rel}`, tree.digest(e)));
+          sources.push({ word: w, rel, top });
         }
       }
+      const inputs = `[${pairs.splice(0).join(",")}]`;
       const chown = flags.chown as string | undefined;
       const wd = st.config.WorkingDir || "/";
       const dest = destWord.startsWith("/") ? destWord : posix.join(wd, destWord) + (destWord.endsWith("/") || destWord === "." ? "/" : "");
       const step = `${node.value.toUpperCase()} ${[...(chown ? [`--chown=${chown}`] : []), ...(chmod ? [`--chmod=${chmod}`] : []), ...(flags.from ? [`--from=${flags.from}`] : []), ...srcWords, destWord].join(" ")}`;
-      await this.fsStep(st, node, step, { dest, chown, chmod, from: fromLabel }, inputs, async (rootfs) => {
-        const owner = chown !== undefined ? this.resolveChown(chown, rootfs, node) : undefined;
-        const scope = new RootScope(rootfs);
+      // A local archive ADD extracts through the mounted root; everything else is written without a mount.
+      const extracts = new Set<SourceEntry>();
+      for (const s of sources) if (isAdd && !flags.from && s.top && !isDir(s.top) && (await isArchive(tree.abs(s.top.rel)))) extracts.add(s.top);
+      await this.fsStep(st, node, step, { dest, chown, chmod, from: fromLabel }, inputs, async (root) => {
+        const owner = chown !== undefined ? this.resolveChown(chown, root, node) : undefined;
         const multiple = sources.length > 1 || sources.some((s) => s.word !== s.rel && /[*?[]/.test(s.word));
-        const destIsDir = dest.endsWith("/") || multiple || isDirIn(scope, dest);
+        const destIsDir = dest.endsWith("/") || multiple || root.isDir(dest);
         if (multiple && !dest.endsWith("/")) throw new BuildError(node, `When using ${node.value.toUpperCase()} with more than one source file, the destination must be a directory and end with a /`);
-        const copier = new Copier(scope, owner, chmod !== undefined ? parseInt(chmod, 8) : undefined, !!flags.from);
+        const copier = new Copier(root, tree, owner, chmod !== undefined ? parseInt(chmod, 8) : undefined, !!flags.from);
         for (const s of sources) {
           if (s.heredoc !== undefined) {
             copier.writeFile(destIsDir ? posix.join(dest, s.word) : dest, s.heredoc);
@@ -781,20 +821,19 @@ export class Builder {
             await copier.download(s.url, destIsDir ? posix.join(dest, basename(new URL(s.url).pathname) || "index.html") : dest, node);
             continue;
           }
-          const top = s.entries[0];
-          if (top.st.isDirectory()) copier.copyTree(s.entries, dest);
-          else if (isAdd && !flags.from && (await isArchive(top.abs))) await copier.extract(top.abs, dest, node);
-          else copier.copyEntry(top, destIsDir ? posix.join(dest, basename(top.rel) || basename(top.abs)) : dest);
+          const top = s.top!;
+          if (isDir(top)) copier.copyTree(top, dest);
+          else if (extracts.has(top)) await copier.extract(tree.abs(top.rel), dest, node);
+          else copier.copyEntry(top, destIsDir ? posix.join(dest, basename(top.rel) || basename(tree.root)) : dest);
         }
-      }, done);
+      }, done, extracts.size > 0);
     } finally {
       await viewCleanup?.();
     }
   }
 
-  /** Another stage's (or image's) root filesystem, read-only, for COPY --from. */
-  private async viewOf(src: StageState): Promise<{ dir: string; cleanup: () => Promise<void> }> {
-    const top = await this.ensureSnapshots(src);
+  /** The root filesystem of the snapshot `top` (empty without one), read-only: for COPY --from, and below a COPY step. */
+  private async viewOf(top: string | undefined): Promise<{ dir: string; cleanup: () => Promise<void> }> {
     const dir = join(this.tmp, `from-${randomBytes(6).toString("hex")}`);
     if (!top) {
       mkdirSync(dir, { recursive: true });
@@ -814,10 +853,10 @@ export class Builder {
   }
 
   /** --chown=user[:group], names resolved in the stage's own /etc/passwd and /etc/group; a bare uid is also the gid (Docker's rule). */
-  private resolveChown(spec: string, rootfs: string, node: Node): { uid: number; gid: number } {
+  private resolveChown(spec: string, root: StepRoot, node: Node): { uid: number; gid: number } {
     const [u, g] = spec.split(":");
     try {
-      const user = resolveUser(g === undefined ? u : `${u}:${g}`, readRootFile(rootfs, "/etc/passwd"), readRootFile(rootfs, "/etc/group"));
+      const user = resolveUser(g === undefined ? u : `${u}:${g}`, root.readFile("/etc/passwd"), root.readFile("/etc/group"));
       return { uid: user.uid, gid: g === undefined && /^\d+$/.test(u) ? user.uid : user.gid };
     } catch (e) {
       throw new BuildError(node, `unable to convert uid/gid chown string to host mapping: ${(e as Error).message}`);
@@ -857,12 +896,12 @@ interface CacheRow {
   uncompressed_size: number | null;
 }
 
-function insertCache(db: import("better-sqlite3").Database, key: string, parent: string, step: string, inputs: [string, string][], layer: NewLayer | undefined, created: number): void {
+function insertCache(db: import("better-sqlite3").Database, key: string, parent: string, step: string, inputs: string, layer: NewLayer | undefined, created: number): void {
   db.prepare("INSERT OR REPLACE INTO build_cache (key, parent, step, inputs, layer, media_type, size, diff_id, uncompressed_size, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").run(
     key,
     parent,
     step,
-    JSON.stringify(inputs),
+    inputs,
     layer?.digest ?? null,
     layer?.mediaType ?? null,
     layer?.size ?? null,
@@ -887,13 +926,9 @@ function predefinedArg(k: string): string | undefined {
   return values[k];
 }
 
-function isDirIn(scope: RootScope, path: string): boolean {
-  try {
-    const rel = scope.resolve(path);
-    return rel !== undefined && statSync(rel === "" ? scope.root : `${scope.root}/${rel}`).isDirectory();
-  } catch {
-    return false;
-  }
+/** Build steps' overlay mounts skip the sync of the whole upper filesystem at unmount (see fsStep). */
+function volatile(mounts: Mount[]): Mount[] {
+  return mounts.map((m) => (m.type === "overlay" ? { ...m, options: [...m.options, "volatile"] } : m));
 }
 
 async function isArchive(path: string): Promise<boolean> {
@@ -918,8 +953,8 @@ function lastRuntimeError(path: string): string | undefined {
 }
 
 /**
- * COPY/ADD's writes into the mounted stage root: every destination resolved
- * inside it (symlinks followed within the root), parents made 0755 root,
+ * COPY/ADD's writes into the step's root: every destination resolved inside
+ * it (symlinks followed within the root), parents made 0755 root,
  * modes and mtimes kept, owner root:root from the context (or --chown), the
  * source's own from another stage; hardlinks within one copy kept.
  */
@@ -927,18 +962,28 @@ class Copier {
   private readonly links = new Map<string, string>();
 
   constructor(
-    private readonly scope: RootScope,
+    private readonly root: StepRoot,
+    private readonly tree: SourceTree,
     private readonly owner: { uid: number; gid: number } | undefined,
     private readonly mode: number | undefined,
     private readonly keepOwner: boolean,
   ) {}
 
-  /** The host path for a container path, its parent directories created (and resolved) inside the root. */
+  /** The real relative path of a container path, its parent directories created (and resolved) inside the root. */
   private target(path: string): string {
     const parts = path.split("/").filter(Boolean);
-    if (parts.length === 0) return this.scope.root;
-    const parent = this.scope.dir(parts.slice(0, -1), true, path)!;
-    return join(this.scope.root, parent, parts[parts.length - 1]);
+    if (parts.length === 0) return "";
+    const parent = this.root.dir(parts.slice(0, -1), true, path)!;
+    return parent ? `${parent}/${parts[parts.length - 1]}` : parts[parts.length - 1];
+  }
+
+  /** The host path a non-directory is written to at `rel`: what the upper directory has there goes; a directory there is an error. */
+  private replace(rel: string, dest: string): string {
+    const existing = this.root.stat(rel);
+    if (existing?.isDirectory()) throw new StrataError("CONFLICT", `cannot copy to ${dest}: it is a directory`);
+    const p = this.root.abs(rel);
+    if (existing && this.root.inUpper(rel)) unlinkSync(p);
+    return p;
   }
 
   private own(path: string, st: { uid: number; gid: number }): void {
@@ -947,54 +992,50 @@ class Copier {
   }
 
   writeFile(dest: string, content: string): void {
-    const p = this.target(dest);
-    rmSync(p, { force: true });
+    const p = this.replace(this.target(dest), dest);
     writeFileSync(p, content);
     chmodSync(p, this.mode ?? 0o644);
     this.own(p, { uid: 0, gid: 0 });
   }
 
   copyEntry(e: SourceEntry, dest: string): void {
-    const p = this.target(dest);
-    const st = e.st;
-    const existing = lstatSync(p, { throwIfNoEntry: false });
-    if (st.isDirectory()) {
+    const rel = this.target(dest);
+    if (isDir(e)) {
+      const existing = this.root.stat(rel);
       if (existing && !existing.isDirectory()) throw new StrataError("CONFLICT", `cannot copy a directory to ${dest}: it exists and is not a directory`);
-      if (!existing) mkdirSync(p);
-      chmodSync(p, this.mode ?? st.mode & 0o7777);
-      this.own(p, st);
+      const p = this.root.abs(rel);
+      if (existing) this.root.copyUp(rel);
+      else mkdirSync(p);
+      chmodSync(p, this.mode ?? e.mode & 0o7777);
+      this.own(p, e);
       return;
     }
-    if (existing?.isDirectory()) throw new StrataError("CONFLICT", `cannot copy to ${dest}: it is a directory`);
-    if (existing) unlinkSync(p);
-    const inode = `${st.dev}:${st.ino}`;
-    const linked = st.nlink > 1 ? this.links.get(inode) : undefined;
+    const p = this.replace(rel, dest);
+    const linked = e.inode !== undefined ? this.links.get(e.inode) : undefined;
     if (linked) {
       linkSync(linked, p);
       return;
     }
-    if (st.isSymbolicLink()) symlinkSync(readlinkSync(e.abs), p);
-    else if (st.isFile()) {
-      copyFileSync(e.abs, p);
-      chmodSync(p, this.mode ?? st.mode & 0o7777);
+    if (isSymlink(e)) symlinkSync(readlinkSync(this.tree.abs(e.rel)), p);
+    else if (isFile(e)) {
+      copyFileSync(this.tree.abs(e.rel), p);
+      chmodSync(p, this.mode ?? e.mode & 0o7777);
     } else return; // sockets, devices, FIFOs: not copied from a context
-    this.own(p, st);
-    lutimesSync(p, st.atime, st.mtime);
-    if (st.nlink > 1) this.links.set(inode, p);
+    this.own(p, e);
+    lutimesSync(p, e.atimeMs / 1000, e.mtimeMs / 1000);
+    if (e.inode !== undefined) this.links.set(e.inode, p);
   }
 
   /** A directory's contents (not the directory itself) into dest, as Docker copies them. */
-  copyTree(entries: SourceEntry[], dest: string): void {
-    const [top, ...rest] = entries;
-    this.copyEntry(top, dest);
-    for (const e of rest) this.copyEntry(e, posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0)));
-    // Directory times last, after their contents were written.
-    for (const e of [top, ...rest].reverse()) if (e.st.isDirectory()) lutimesSync(this.target(posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0))), e.st.atime, e.st.mtime);
+  copyTree(top: SourceEntry, dest: string): void {
+    const destOf = (e: SourceEntry) => posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0));
+    // A directory's times are set once its contents are written.
+    this.tree.walk(top, (e) => this.copyEntry(e, destOf(e)), (d) => lutimesSync(this.root.abs(this.target(destOf(d))), d.atimeMs / 1000, d.mtimeMs / 1000));
   }
 
   /** ADD of a local archive: extracted into dest (owners as archived), through strata's own scoped extractor. */
   async extract(archive: string, dest: string, node: Node): Promise<void> {
-    const dir = this.target(dest.endsWith("/") ? dest + "." : dest);
+    const dir = this.root.abs(this.target(dest.endsWith("/") ? dest + "." : dest));
     mkdirSync(dir, { recursive: true });
     const { decompress } = await import("../archive/compression.js");
     const { applyLayer } = await import("../archive/extract.js");
@@ -1017,8 +1058,7 @@ class Copier {
     } catch (e) {
       throw new BuildError(node, `failed to download ${url}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}`);
     }
-    const p = this.target(dest);
-    rmSync(p, { force: true });
+    const p = this.replace(this.target(dest), dest);
     writeFileSync(p, body);
     chmodSync(p, this.mode ?? 0o600);
     this.own(p, { uid: 0, gid: 0 });

@@ -1,14 +1,33 @@
 import { createHash } from "node:crypto";
-import { closeSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
+import { closeSync, constants, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { StrataError } from "../errors/index.js";
 
-/** One file a COPY/ADD reads: its path relative to the source root and its stat. */
+/**
+ * One file a COPY/ADD reads: its path relative to the source root and what
+ * the copy keeps of its stat (a build context can hold hundreds of thousands
+ * of files: no Stats objects, with their four Dates, are kept).
+ */
 export interface SourceEntry {
   rel: string;
-  abs: string;
-  st: Stats;
+  /** file type and permission bits */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  atimeMs: number;
+  mtimeMs: number;
+  /** dev:ino of a file with more than one link, so that a copy keeps hardlinks */
+  inode?: string;
 }
+
+function entry(rel: string, st: Stats): SourceEntry {
+  return { rel, mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, inode: st.nlink > 1 && !st.isDirectory() ? `${st.dev}:${st.ino}` : undefined };
+}
+
+export const isDir = (e: SourceEntry): boolean => (e.mode & constants.S_IFMT) === constants.S_IFDIR;
+export const isFile = (e: SourceEntry): boolean => (e.mode & constants.S_IFMT) === constants.S_IFREG;
+export const isSymlink = (e: SourceEntry): boolean => (e.mode & constants.S_IFMT) === constants.S_IFLNK;
 
 /**
  * A tree COPY/ADD reads from: the build context (with .dockerignore applied)
@@ -16,8 +35,6 @@ export interface SourceEntry {
  * never leave it.
  */
 export class SourceTree {
-  private readonly hashes = new Map<string, string>();
-
   constructor(
     readonly root: string,
     private readonly ignored: (rel: string) => boolean = () => false,
@@ -35,12 +52,17 @@ export class SourceTree {
     return parts.join("/");
   }
 
+  /** The host path of a relative one. */
+  abs(rel: string): string {
+    return rel ? join(this.root, rel) : this.root;
+  }
+
   private lstat(rel: string): Stats | undefined {
-    return lstatSync(rel ? join(this.root, rel) : this.root, { throwIfNoEntry: false });
+    return lstatSync(this.abs(rel), { throwIfNoEntry: false });
   }
 
   private children(rel: string): string[] {
-    return readdirSync(rel ? join(this.root, rel) : this.root)
+    return readdirSync(this.abs(rel))
       .sort()
       .map((n) => (rel ? `${rel}/${n}` : n));
   }
@@ -74,42 +96,42 @@ export class SourceTree {
     return [...new Set(out)];
   }
 
-  /** `rel` and, for a directory, everything below it that is not excluded; the top is followed if it is a symlink. */
-  walk(rel: string): SourceEntry[] {
-    const out: SourceEntry[] = [];
+  /** The entry `rel` names, followed if it is a symlink. */
+  top(rel: string): SourceEntry {
     const top = this.lstat(rel)!;
-    const st = top.isSymbolicLink() ? (statSync(join(this.root, rel), { throwIfNoEntry: false }) ?? top) : top;
-    out.push({ rel, abs: rel ? join(this.root, rel) : this.root, st });
-    if (st.isDirectory()) {
-      const visit = (dir: string) => {
-        for (const c of this.children(dir)) {
-          if (this.ignored(c)) {
-            // An excluded directory may still hold re-included paths (`!` patterns).
-            const cst = this.lstat(c)!;
-            if (cst.isDirectory()) visit(c);
-            continue;
-          }
-          const cst = this.lstat(c)!;
-          out.push({ rel: c, abs: join(this.root, c), st: cst });
-          if (cst.isDirectory()) visit(c);
-        }
-      };
-      visit(rel);
+    return entry(rel, top.isSymbolicLink() ? (statSync(this.abs(rel), { throwIfNoEntry: false }) ?? top) : top);
+  }
+
+  /**
+   * `top` and, for a directory, everything below it that is not excluded, in
+   * tree order (a directory right before its contents); `leave` is told of each
+   * directory after its contents. Nothing is kept: a context can hold
+   * hundreds of thousands of files.
+   */
+  walk(top: SourceEntry, visit: (e: SourceEntry) => void, leave: (dir: SourceEntry) => void = () => {}): void {
+    const below = (dir: string) => {
+      for (const c of this.children(dir)) {
+        const e = entry(c, this.lstat(c)!);
+        // An excluded directory may still hold re-included paths (`!` patterns).
+        const shown = !this.ignored(c);
+        if (shown) visit(e);
+        if (isDir(e)) below(c);
+        if (shown && isDir(e)) leave(e);
+      }
+    };
+    visit(top);
+    if (isDir(top)) {
+      below(top.rel);
+      leave(top);
     }
-    return out;
   }
 
   /** What the cache keys on: content, not mtime (plus type, mode and link target). */
   digest(e: SourceEntry): string {
-    let h = this.hashes.get(e.rel);
-    if (h === undefined) {
-      const hash = createHash("sha256").update(`${e.st.mode.toString(8)}:`);
-      if (e.st.isSymbolicLink()) hash.update(`link:${readlinkSync(e.abs)}`);
-      else if (e.st.isFile()) hashFile(hash, e.abs, e.st.size);
-      h = hash.digest("hex");
-      this.hashes.set(e.rel, h);
-    }
-    return h;
+    const hash = createHash("sha256").update(`${e.mode.toString(8)}:`);
+    if (isSymlink(e)) hash.update(`link:${readlinkSync(this.abs(e.rel))}`);
+    else if (isFile(e)) hashFile(hash, this.abs(e.rel), e.size);
+    return hash.digest("hex");
   }
 }
 
