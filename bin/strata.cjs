@@ -18,7 +18,8 @@ if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v")) {
   } catch {
     // no cache: compile normally
   }
-  const script = new Script(Module.wrap(readFileSync(file, "utf8")), { filename: file, cachedData });
+  // ASCII (scripts/bundle.mjs checks): read as latin1, cheaper than decoding UTF-8.
+  const script = new Script(Module.wrap(readFileSync(file, "latin1")), { filename: file, cachedData });
   const mod = { exports: {} };
   script.runInThisContext().call(mod.exports, mod.exports, Module.createRequire(file), mod, file, dirname(file));
   mod.exports.main(argv).then((code) => {

@@ -114,7 +114,7 @@ export class BuildError extends StrataError {
 }
 
 function goDuration(s: string, node: Node): number {
-  const m = /^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$/.exec(s);
+  const m = /^(\d+(?:\.\d+)?)(ns|us|\u00b5s|ms|s|m|h)$/.exec(s);
   if (!m) throw new BuildError(node, `invalid duration "${s}"`);
   const unit = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 }[m[2]]!;
   return Math.round(Number(m[1]) * unit);
