@@ -2,9 +2,11 @@
 // whiteouts and opaque directories, PAX xattrs), mknod (devices, FIFOs,
 // overlay whiteouts) and mount/umount2 (overlayfs). Each is a thin, synchronous
 // wrapper that throws an Error with Node's errno code (ENOENT, EPERM, ...).
-// applyBatch is the one asynchronous call: it runs a layer's small files and
-// directories, already resolved and checked by the extractor, on a libuv
-// thread (see src/archive/extract.ts).
+// Two calls are asynchronous, each running a batch on a libuv thread:
+// applyBatch, a layer's small files and directories, already resolved and
+// checked by the extractor (see src/archive/extract.ts), and copyBatch, the
+// files a build's COPY writes (see src/build/builder.ts).
+#define _GNU_SOURCE  // copy_file_range
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <uv.h>
@@ -345,6 +347,132 @@ bad:
   return NULL;
 }
 
+// ---- copyBatch -----------------------------------------------------------
+
+// One record per file, CREC numbers each; srcs and dsts are absolute paths.
+enum { C_MODE, C_UID, C_GID, C_ATIME, C_MTIME, CREC };
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  size_t n;
+  char **srcs, **dsts;
+  double *nums;
+  napi_ref keep;  // nums
+  size_t done;
+} copy_t;
+
+// The bytes of in into out: copy_file_range (in the kernel), read/write
+// where the filesystems cannot. Returns 0 or -1.
+static int copy_data(int in, int out) {
+  for (int fallback = 0;;) {
+    ssize_t n;
+    if (!fallback) {
+      n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+      if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+        fallback = 1;
+        continue;
+      }
+    } else {
+      char buf[65536];
+      n = read(in, buf, sizeof buf);
+      for (ssize_t off = 0; n > 0 && off < n;) {
+        ssize_t w = write(out, buf + off, n - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return -1;
+        off += w;
+      }
+    }
+    if (n == 0) return 0;
+    if (n < 0 && errno != EINTR) return -1;
+  }
+}
+
+// A regular file copied from src (never through a symlink) to a new dst
+// (never through a symlink, never over anything), then owner, mode (after
+// chown, which clears setuid/setgid) and times.
+static int copy_file(const double *r, const char *src, const char *dst) {
+  int in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (in < 0) return -1;
+  int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (out < 0) {
+    close(in);
+    return -1;
+  }
+  struct timespec ts[2] = {to_timespec(r[C_ATIME]), to_timespec(r[C_MTIME])};
+  int rc = copy_data(in, out);
+  if (rc == 0) rc = fchown(out, (uid_t)r[C_UID], (gid_t)r[C_GID]);
+  if (rc == 0) rc = fchmod(out, (mode_t)r[C_MODE]);
+  if (rc == 0) rc = futimens(out, ts);
+  if (close(out) != 0) rc = -1;
+  close(in);
+  return rc;
+}
+
+static void copy_execute(napi_env env, void *data) {
+  copy_t *c = data;
+  for (c->done = 0; c->done < c->n; c->done++)
+    if (copy_file(c->nums + c->done * CREC, c->srcs[c->done], c->dsts[c->done]) != 0) return;
+}
+
+static void copy_free(napi_env env, copy_t *c) {
+  if (c->keep) napi_delete_reference(env, c->keep);
+  if (c->work) napi_delete_async_work(env, c->work);
+  for (size_t i = 0; i < c->n; i++) {
+    if (c->srcs) free(c->srcs[i]);
+    if (c->dsts) free(c->dsts[i]);
+  }
+  free(c->srcs);
+  free(c->dsts);
+  free(c);
+}
+
+static void copy_complete(napi_env env, napi_status status, void *data) {
+  copy_t *c = data;
+  napi_value done;
+  napi_create_uint32(env, (uint32_t)c->done, &done);
+  napi_resolve_deferred(env, c->deferred, done);
+  copy_free(env, c);
+}
+
+// copyBatch(srcs: string[], dsts: string[], nums: Float64Array): Promise<number>
+// Copies in order on a libuv thread, stopping at the first failure; resolves
+// with the number copied. The caller copies the rest itself, which meets
+// (and reports) the failure again.
+static napi_value js_copyBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], promise, name;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  copy_t *c = calloc(1, sizeof *c);
+  uint32_t n = 0, n2 = 0;
+  size_t nnums = 0;
+  napi_typedarray_type t;
+  void *nums = NULL;
+  if (!c || napi_get_array_length(env, argv[0], &n) != napi_ok || napi_get_array_length(env, argv[1], &n2) != napi_ok || n != n2 ||
+      napi_get_typedarray_info(env, argv[2], &t, &nnums, &nums, NULL, NULL) != napi_ok || t != napi_float64_array || nnums < (size_t)n * CREC)
+    goto bad;
+  c->nums = nums;
+  c->srcs = calloc(n ? n : 1, sizeof *c->srcs);
+  c->dsts = calloc(n ? n : 1, sizeof *c->dsts);
+  if (!c->srcs || !c->dsts) goto bad;
+  c->n = n;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value a, b;
+    if (napi_get_element(env, argv[0], i, &a) != napi_ok || !(c->srcs[i] = get_string(env, a)) ||
+        napi_get_element(env, argv[1], i, &b) != napi_ok || !(c->dsts[i] = get_string(env, b)))
+      goto bad;
+  }
+  napi_create_string_utf8(env, "strata:copyBatch", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, argv[2], 1, &c->keep) != napi_ok || napi_create_promise(env, &c->deferred, &promise) != napi_ok ||
+      napi_create_async_work(env, NULL, name, copy_execute, copy_complete, c, &c->work) != napi_ok || napi_queue_async_work(env, c->work) != napi_ok)
+    goto bad;
+  return promise;
+bad:
+  if (c) copy_free(env, c);
+  napi_throw_type_error(env, NULL, "copyBatch(srcs, dsts, nums)");
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -354,6 +482,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"mount", NULL, js_mount, NULL, NULL, NULL, napi_enumerable, NULL},
     {"umount2", NULL, js_umount2, NULL, NULL, NULL, napi_enumerable, NULL},
     {"applyBatch", NULL, js_applyBatch, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"copyBatch", NULL, js_copyBatch, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

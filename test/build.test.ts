@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { strata, ok, tempDir, have } from "./helpers.ts";
 
@@ -71,6 +71,8 @@ function writeContext(dir: string, base: string): string {
   writeFileSync(join(ctx, "secret", "key"), "do not copy\n");
   writeFileSync(join(ctx, "config.json"), '{"a":1}\n');
   symlinkSync("main.sh", join(ctx, "src", "start"));
+  writeFileSync(join(ctx, "src", "tool"), "#!/bin/sh\necho tool\n");
+  chmodSync(join(ctx, "src", "tool"), 0o4755); // setuid: kept by COPY
   writeFileSync(join(ctx, ".dockerignore"), "secret\n**/*.tmp\n");
   writeFileSync(
     join(ctx, "Dockerfile"),
@@ -90,6 +92,7 @@ WORKDIR /opt/app
 COPY --from=build /opt/app/out/ ./bin/
 COPY --chown=app:app config.json src/\${NOPE:-main.sh} ./
 COPY --from=build /var/lib/state /srv/state
+COPY src/tool src/start /opt/app/tools/
 RUN rm -rf /usr/share/doc && chmod 0750 /opt/app/bin
 USER app
 EXPOSE 8080/tcp 9000
@@ -132,6 +135,9 @@ test("a Dockerfile built by strata and by podman gives the same root filesystem 
   // Explained differences: the runtime's mount points. strata's containers get /proc, /sys, /dev and the
   // /etc files from their init layer; podman's image keeps the empty mount points buildah's RUN left.
   const runtime = /^(proc|sys|dev|run|etc\/hosts|etc\/hostname|etc\/resolv\.conf)(\/|$)/;
+  // Explained: buildah drops a setuid bit on COPY (its open issue #574, "copy drops setuid bit"); Docker keeps it, as strata does.
+  assert.match(theirs["opt/app/tools/tool"], /^file 755 /);
+  theirs["opt/app/tools/tool"] = theirs["opt/app/tools/tool"].replace(/^file 755 /, "file 4755 ");
   const strip = (m: Record<string, string>) => Object.fromEntries(Object.entries(m).filter(([p]) => !runtime.test(p)));
   assert.deepEqual(strip(ours), strip(theirs));
   // What the Dockerfile asked for is really there.
@@ -141,6 +147,8 @@ test("a Dockerfile built by strata and by podman gives the same root filesystem 
   assert.equal(ours["usr/share/doc"], undefined, "RUN rm became a whiteout");
   assert.match(ours["srv/state"], /^dir /, "a directory copied from a stage where RUN replaced a file");
   assert.equal(ours["opt/app/src"], undefined);
+  assert.match(ours["opt/app/tools/tool"], /^file 4755 0:0 /, "COPY keeps a setuid bit");
+  assert.match(ours["opt/app/tools/start"], /^file 755 0:0 /, "a symlink named as a source is copied as the file it points to");
   assert.equal(Object.keys(ours).some((p) => p.includes("secret") || p.endsWith(".tmp")), false, ".dockerignore applied");
 
   const ourConfig = JSON.parse(ok(strata(f.root, ["inspect", "-f", "{{json .Config}}", tag])).stdout);

@@ -196,6 +196,36 @@ test("a loaded docker-archive's plain tar layers are pushed gzip-compressed (as 
   await storeIsSound(other, 1);
 });
 
+test("an image made here keeps its layer as a plain tar (its digest is its diffID); push sends it gzip-compressed under an OCI gzip type", async (t) => {
+  const dir = tempDir(t);
+  const reg = await startRegistry(t, join(dir, "reg"));
+  const { rootfs } = await testArchive(dir, "unused:1");
+  const root = join(dir, "root");
+  ok(await strataRun(root, ["import", rootfs, "made/app:1"]), "import");
+  const engine = new Engine({ root });
+  let local: { layers: { mediaType: string; digest: string }[] };
+  let diffIds: string[];
+  try {
+    const img = engine.image("made/app:1");
+    local = JSON.parse((await img.rawManifest()).toString());
+    diffIds = (await img.config()).rootfs.diff_ids;
+  } finally {
+    engine.close();
+  }
+  assert.equal(local.layers.length, 1);
+  assert.equal(local.layers[0].mediaType, "application/vnd.oci.image.layer.v1.tar");
+  assert.equal(local.layers[0].digest, diffIds[0], "a plain layer is its own diffID");
+  ok(await strataRun(root, ["push", "-q", "made/app:1", `${reg.host}/made/app:1`]), "push");
+  const manifest = JSON.parse(await tool("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${reg.host}/made/app:1`])) as { layers: { mediaType: string; digest: string }[] };
+  assert.equal(manifest.layers[0].mediaType, "application/vnd.oci.image.layer.v1.tar+gzip");
+  const blob = Buffer.from(await (await fetch(`${reg.url}/v2/made/app/blobs/${manifest.layers[0].digest}`)).arrayBuffer());
+  assert.deepEqual([...blob.subarray(0, 2)], [0x1f, 0x8b], "gzip on the wire");
+  const other = join(dir, "other");
+  ok(await strataRun(other, ["pull", `${reg.host}/made/app:1`]), "pull");
+  assert.deepEqual(JSON.parse(ok(await strataRun(other, ["inspect", `${reg.host}/made/app:1`]), "inspect").stdout)[0].RootFS.Layers, diffIds);
+  await storeIsSound(root, 1);
+});
+
 test("pull by digest, errors for a missing tag and an unknown repository, strata check after each", async (t) => {
   const dir = tempDir(t);
   const reg = await startRegistry(t, join(dir, "reg"));

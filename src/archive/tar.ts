@@ -1,5 +1,5 @@
 import * as fs from "node:fs/promises";
-import { readFileSync, type Stats } from "node:fs";
+import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import tarStream from "tar-stream";
@@ -221,7 +221,7 @@ export class LayerWriter {
     if (st.isDirectory()) {
       await this.entry(this.withXattrs({ ...h, name: relPath + "/", type: "directory" }, xattrs));
     } else if (st.isSymbolicLink()) {
-      await this.entry(this.withXattrs({ ...h, type: "symlink", linkname: await fs.readlink(abs) }, xattrs));
+      await this.entry(this.withXattrs({ ...h, type: "symlink", linkname: readlinkSync(abs) }, xattrs));
     } else if (st.isFile()) {
       const key = `${st.dev}:${st.ino}`;
       const first = st.nlink > 1 ? this.seen.get(key) : undefined;
@@ -281,12 +281,13 @@ export class LayerWriter {
 export function packDirectory(root: string, xattrs?: (abs: string) => readonly (readonly [string, Buffer])[]): Readable {
   const writer = new LayerWriter();
 
+  // Synchronous reads: each is a few microseconds, a thread-pool round trip several times that.
   async function walk(rel: string): Promise<void> {
-    const names = (await fs.readdir(join(root, rel))).sort();
+    const names = readdirSync(join(root, rel)).sort();
     for (const n of names) {
       const relPath = rel === "" ? n : `${rel}/${n}`;
       const abs = join(root, relPath);
-      const st = await fs.lstat(abs);
+      const st = lstatSync(abs);
       await writer.add(relPath, abs, st, st.isSocket() ? undefined : xattrs?.(abs));
       if (st.isDirectory()) await walk(relPath);
     }

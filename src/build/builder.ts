@@ -17,6 +17,9 @@ import {
   unlinkSync,
   writeFileSync,
   createReadStream,
+  openSync,
+  readSync,
+  closeSync,
 } from "node:fs";
 import { basename, join, posix } from "node:path";
 import { StrataError } from "../errors/index.js";
@@ -805,26 +808,32 @@ export class Builder {
       const step = `${node.value.toUpperCase()} ${[...(chown ? [`--chown=${chown}`] : []), ...(chmod ? [`--chmod=${chmod}`] : []), ...(flags.from ? [`--from=${flags.from}`] : []), ...srcWords, destWord].join(" ")}`;
       // A local archive ADD extracts through the mounted root; everything else is written without a mount.
       const extracts = new Set<SourceEntry>();
-      for (const s of sources) if (isAdd && !flags.from && s.top && !isDir(s.top) && (await isArchive(tree.abs(s.top.rel)))) extracts.add(s.top);
+      for (const s of sources) if (isAdd && !flags.from && s.top && !isDir(s.top) && isArchive(tree.abs(s.top.rel))) extracts.add(s.top);
       await this.fsStep(st, node, step, { dest, chown, chmod, from: fromLabel }, inputs, async (root) => {
         const owner = chown !== undefined ? this.resolveChown(chown, root, node) : undefined;
         const multiple = sources.length > 1 || sources.some((s) => s.word !== s.rel && /[*?[]/.test(s.word));
         const destIsDir = dest.endsWith("/") || multiple || root.isDir(dest);
         if (multiple && !dest.endsWith("/")) throw new BuildError(node, `When using ${node.value.toUpperCase()} with more than one source file, the destination must be a directory and end with a /`);
         const copier = new Copier(root, tree, owner, chmod !== undefined ? parseInt(chmod, 8) : undefined, !!flags.from);
-        for (const s of sources) {
-          if (s.heredoc !== undefined) {
-            copier.writeFile(destIsDir ? posix.join(dest, s.word) : dest, s.heredoc);
-            continue;
+        try {
+          for (const s of sources) {
+            if (s.heredoc !== undefined) {
+              copier.writeFile(destIsDir ? posix.join(dest, s.word) : dest, s.heredoc);
+              continue;
+            }
+            if (s.url) {
+              await copier.download(s.url, destIsDir ? posix.join(dest, basename(new URL(s.url).pathname) || "index.html") : dest, node);
+              continue;
+            }
+            const top = s.top!;
+            if (isDir(top)) copier.copyTree(top, dest);
+            else if (extracts.has(top)) await copier.extract(tree.abs(top.rel), dest, node);
+            else copier.copyEntry(top, destIsDir ? posix.join(dest, basename(top.rel) || basename(tree.root)) : dest);
+            // One source's files are all written before the next source's: a later one replaces an earlier one's.
+            await copier.settle();
           }
-          if (s.url) {
-            await copier.download(s.url, destIsDir ? posix.join(dest, basename(new URL(s.url).pathname) || "index.html") : dest, node);
-            continue;
-          }
-          const top = s.top!;
-          if (isDir(top)) copier.copyTree(top, dest);
-          else if (extracts.has(top)) await copier.extract(tree.abs(top.rel), dest, node);
-          else copier.copyEntry(top, destIsDir ? posix.join(dest, basename(top.rel) || basename(tree.root)) : dest);
+        } finally {
+          await copier.settle(true);
         }
       }, done, extracts.size > 0);
     } finally {
@@ -931,8 +940,15 @@ function volatile(mounts: Mount[]): Mount[] {
   return mounts.map((m) => (m.type === "overlay" ? { ...m, options: [...m.options, "volatile"] } : m));
 }
 
-async function isArchive(path: string): Promise<boolean> {
-  const fd = readFileSync(path).subarray(0, 512);
+/** Whether a local ADD source is an archive to extract, by its first bytes (a tar, or gzip, bzip2, xz or zstd). */
+function isArchive(path: string): boolean {
+  let fd = Buffer.alloc(512);
+  const h = openSync(path, "r");
+  try {
+    fd = fd.subarray(0, readSync(h, fd, 0, 512, 0));
+  } finally {
+    closeSync(h);
+  }
   if (fd[0] === 0x1f && fd[1] === 0x8b) return true; // gzip
   if (fd[0] === 0x42 && fd[1] === 0x5a && fd[2] === 0x68) return true; // bzip2
   if (fd[0] === 0xfd && fd.subarray(1, 6).toString("latin1") === "7zXZ\0") return true; // xz
@@ -952,6 +968,10 @@ function lastRuntimeError(path: string): string | undefined {
   return undefined;
 }
 
+/** Files per native copy batch, and the numbers of each (mode, uid, gid, atime, mtime). */
+const COPY_BATCH = 128;
+const COPY_FIELDS = 5;
+
 /**
  * COPY/ADD's writes into the step's root: every destination resolved inside
  * it (symlinks followed within the root), parents made 0755 root,
@@ -960,6 +980,13 @@ function lastRuntimeError(path: string): string | undefined {
  */
 class Copier {
   private readonly links = new Map<string, string>();
+  /** Files queued for the native copy (copyBatch, on libuv threads): host paths and their records, COPY_FIELDS numbers each. */
+  private srcs: string[] = [];
+  private dsts: string[] = [];
+  private nums: number[] = [];
+  private readonly batches: Promise<{ srcs: string[]; dsts: string[]; nums: number[]; done: number }>[] = [];
+  /** Directories whose times are set once the files queued into them are written (creating one changes its directory's mtime). */
+  private readonly dirTimes: [string, number, number][] = [];
 
   constructor(
     private readonly root: StepRoot,
@@ -986,8 +1013,12 @@ class Copier {
     return p;
   }
 
+  private ownerOf(st: { uid: number; gid: number }): { uid: number; gid: number } {
+    return this.owner ?? (this.keepOwner ? st : { uid: 0, gid: 0 });
+  }
+
   private own(path: string, st: { uid: number; gid: number }): void {
-    const o = this.owner ?? (this.keepOwner ? st : { uid: 0, gid: 0 });
+    const o = this.ownerOf(st);
     lchownSync(path, o.uid, o.gid);
   }
 
@@ -1016,12 +1047,23 @@ class Copier {
       linkSync(linked, p);
       return;
     }
-    if (isSymlink(e)) symlinkSync(readlinkSync(this.tree.abs(e.rel)), p);
-    else if (isFile(e)) {
+    if (isFile(e) && e.inode === undefined) {
+      // A file no hardlink will name: copied by the addon, off this thread.
+      const o = this.ownerOf(e);
+      this.srcs.push(this.tree.abs(e.rel));
+      this.dsts.push(p);
+      this.nums.push(this.mode ?? e.mode & 0o7777, o.uid, o.gid, e.atimeMs / 1000, e.mtimeMs / 1000);
+      if (this.srcs.length >= COPY_BATCH) this.send();
+      return;
+    }
+    if (isSymlink(e)) {
+      symlinkSync(readlinkSync(this.tree.abs(e.rel)), p);
+      this.own(p, e);
+    } else if (isFile(e)) {
       copyFileSync(this.tree.abs(e.rel), p);
+      this.own(p, e); // before the mode: chown clears setuid and setgid
       chmodSync(p, this.mode ?? e.mode & 0o7777);
     } else return; // sockets, devices, FIFOs: not copied from a context
-    this.own(p, e);
     lutimesSync(p, e.atimeMs / 1000, e.mtimeMs / 1000);
     if (e.inode !== undefined) this.links.set(e.inode, p);
   }
@@ -1029,8 +1071,39 @@ class Copier {
   /** A directory's contents (not the directory itself) into dest, as Docker copies them. */
   copyTree(top: SourceEntry, dest: string): void {
     const destOf = (e: SourceEntry) => posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0));
-    // A directory's times are set once its contents are written.
-    this.tree.walk(top, (e) => this.copyEntry(e, destOf(e)), (d) => lutimesSync(this.root.abs(this.target(destOf(d))), d.atimeMs / 1000, d.mtimeMs / 1000));
+    this.tree.walk(top, (e) => this.copyEntry(e, destOf(e)), (d) => void this.dirTimes.push([this.root.abs(this.target(destOf(d))), d.atimeMs / 1000, d.mtimeMs / 1000]));
+  }
+
+  private send(): void {
+    const batch = { srcs: this.srcs, dsts: this.dsts, nums: this.nums };
+    this.srcs = [];
+    this.dsts = [];
+    this.nums = [];
+    this.batches.push(nativeFs().copyBatch(batch.srcs, batch.dsts, new Float64Array(batch.nums)).then((done) => ({ ...batch, done })));
+  }
+
+  /**
+   * Waits until every queued file is written: what a batch did not copy is
+   * copied here, in order, meeting (and throwing) its failure again; then
+   * directory times. `quiet`: only wait (a step failing anyway).
+   */
+  async settle(quiet = false): Promise<void> {
+    if (this.srcs.length) this.send();
+    const results = await Promise.allSettled(this.batches.splice(0));
+    if (quiet) return;
+    for (const r of results) {
+      if (r.status === "rejected") throw r.reason;
+      const { srcs, dsts, nums, done } = r.value;
+      for (let i = done; i < srcs.length; i++) {
+        const [mode, uid, gid, atime, mtime] = nums.slice(i * COPY_FIELDS, (i + 1) * COPY_FIELDS);
+        rmSync(dsts[i], { force: true }); // what the failed record may have made
+        copyFileSync(srcs[i], dsts[i]);
+        lchownSync(dsts[i], uid, gid);
+        chmodSync(dsts[i], mode);
+        lutimesSync(dsts[i], atime, mtime);
+      }
+    }
+    for (const [p, atime, mtime] of this.dirTimes.splice(0)) lutimesSync(p, atime, mtime);
   }
 
   /** ADD of a local archive: extracted into dest (owners as archived), through strata's own scoped extractor. */

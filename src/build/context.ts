@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { closeSync, constants, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
+import { closeSync, constants, lstatSync, openSync, readdirSync, readlinkSync, readSync, statSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { StrataError } from "../errors/index.js";
 
@@ -130,7 +130,7 @@ export class SourceTree {
   digest(e: SourceEntry): string {
     const hash = createHash("sha256").update(`${e.mode.toString(8)}:`);
     if (isSymlink(e)) hash.update(`link:${readlinkSync(this.abs(e.rel))}`);
-    else if (isFile(e)) hashFile(hash, this.abs(e.rel), e.size);
+    else if (isFile(e)) hashFile(hash, this.abs(e.rel));
     return hash.digest("hex");
   }
 }
@@ -138,16 +138,15 @@ export class SourceTree {
 const CHUNK = 1 << 20;
 let chunk: Buffer | undefined;
 
-/** Small files in one read; big ones through one reused 1 MiB buffer, so memory stays flat. */
-function hashFile(hash: ReturnType<typeof createHash>, path: string, size: number): void {
-  if (size <= CHUNK) {
-    hash.update(readFileSync(path));
-    return;
-  }
+/** A file's bytes through one reused 1 MiB buffer (nothing allocated per file); a short read of a regular file is its end. */
+function hashFile(hash: ReturnType<typeof createHash>, path: string): void {
   chunk ??= Buffer.allocUnsafe(CHUNK);
   const fd = openSync(path, "r");
   try {
-    for (let n; (n = readSync(fd, chunk, 0, CHUNK, null)) > 0; ) hash.update(chunk.subarray(0, n));
+    for (let n; (n = readSync(fd, chunk, 0, CHUNK, null)) > 0; ) {
+      hash.update(chunk.subarray(0, n));
+      if (n < CHUNK) break;
+    }
   } finally {
     closeSync(fd);
   }

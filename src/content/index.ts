@@ -284,11 +284,16 @@ export class ContentStore {
   }
 }
 
+const STAGE = 1 << 20;
+
 /** An anonymous ingest in progress: write chunks, then commit under the computed digest or abort. */
 export class PendingBlob {
   private readonly hash = createHash("sha256");
   size = 0;
   private done = false;
+  /** Small chunks (a tar writer emits a header, a body and padding per entry) are gathered here: one write per MiB, not per chunk. */
+  private staged?: Buffer;
+  private fill = 0;
   constructor(
     private readonly store: ContentStore,
     readonly path: string,
@@ -296,13 +301,28 @@ export class PendingBlob {
   ) {}
 
   async write(chunk: Buffer): Promise<void> {
-    this.hash.update(chunk);
     this.size += chunk.length;
-    await this.fh.write(chunk);
+    if (this.fill + chunk.length > STAGE) await this.flush();
+    if (chunk.length >= STAGE) return this.writeOut(chunk);
+    chunk.copy((this.staged ??= Buffer.allocUnsafe(STAGE)), this.fill);
+    this.fill += chunk.length;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.fill === 0) return;
+    const b = this.staged!.subarray(0, this.fill);
+    this.fill = 0;
+    await this.writeOut(b);
+  }
+
+  private async writeOut(b: Buffer): Promise<void> {
+    this.hash.update(b);
+    for (let off = 0; off < b.length; ) off += (await this.fh.write(b, off, b.length - off)).bytesWritten;
   }
 
   /** fsync and close; returns the digest. The data stays in ingest/ until commit. */
   async finish(): Promise<BlobInfo> {
+    await this.flush();
     await this.fh.sync();
     await this.fh.close();
     this.done = true;

@@ -669,36 +669,42 @@ export class Engine {
   }
 
   /**
-   * Writes a layer tar into ingest/: an uncompressed one is gzipped on the
-   * way, hashing the tar (diffID) and the gzip (digest) in one pass; a
-   * compressed one is stored as is and decompressed once for its diffID.
+   * A layer tar (plain, gzip or zstd) into ingest/, stored as it comes; the
+   * caller commits or aborts its PendingBlob. A plain tar is its own diffID
+   * (layers made here: import, commit, build, kept uncompressed as podman and
+   * Docker keep theirs; push compresses them); a compressed one is
+   * decompressed once for its diffID.
    */
-  /** A layer tar (plain, gzip or zstd) into ingest/, gzip-compressed when plain; the caller commits or aborts its PendingBlob. */
   async ingestLayer(stream: Readable, compression: "gzip" | "zstd" | "none"): Promise<NewLayer> {
-    const [{ decompress }, { DigestStream }] = await Promise.all([import("../archive/compression.js"), import("../digest/stream.js")]);
     const pending = await this.content.begin();
     try {
-      let diffId: Digest;
-      let uncompressedSize: number;
-      if (compression === "none") {
-        const plainHash = new DigestStream();
-        const gz = (await import("node:zlib")).createGzip();
-        stream.on("error", (e) => gz.destroy(e));
-        plainHash.on("error", (e) => gz.destroy(e));
-        stream.pipe(plainHash).pipe(gz);
-        for await (const chunk of gz) await pending.write(chunk as Buffer);
-        diffId = plainHash.digest();
-        uncompressedSize = plainHash.bytes;
-      } else {
-        for await (const chunk of stream) await pending.write(chunk as Buffer);
-        const h = new DigestStream();
-        for await (const _ of (await decompress(createReadStream(pending.path))).pipe(h)) void _;
-        diffId = h.digest();
-        uncompressedSize = h.bytes;
-      }
+      for await (const chunk of stream) await pending.write(chunk as Buffer);
       const blob = await pending.finish();
+      if (compression === "none") return { pending, digest: blob.digest, size: blob.size, diffId: blob.digest, uncompressedSize: blob.size, mediaType: MediaType.OciLayer };
+      const [{ decompress }, { DigestStream }] = await Promise.all([import("../archive/compression.js"), import("../digest/stream.js")]);
+      const h = new DigestStream();
+      for await (const _ of (await decompress(createReadStream(pending.path))).pipe(h)) void _;
       const mediaType = compression === "zstd" ? MediaType.OciLayerZstd : MediaType.OciLayerGzip;
-      return { pending, digest: blob.digest, size: blob.size, diffId, uncompressedSize, mediaType };
+      return { pending, digest: blob.digest, size: blob.size, diffId: h.digest(), uncompressedSize: h.bytes, mediaType };
+    } catch (e) {
+      await pending.abort();
+      throw e;
+    }
+  }
+
+  /** A plain layer tar gzip-compressed into ingest/ (for push), hashing the tar (diffID) and the gzip (digest) in one pass. */
+  async ingestGzipped(stream: Readable): Promise<NewLayer> {
+    const { DigestStream } = await import("../digest/stream.js");
+    const pending = await this.content.begin();
+    try {
+      const plainHash = new DigestStream();
+      const gz = (await import("node:zlib")).createGzip();
+      stream.on("error", (e) => gz.destroy(e));
+      plainHash.on("error", (e) => gz.destroy(e));
+      stream.pipe(plainHash).pipe(gz);
+      for await (const chunk of gz) await pending.write(chunk as Buffer);
+      const blob = await pending.finish();
+      return { pending, digest: blob.digest, size: blob.size, diffId: plainHash.digest(), uncompressedSize: plainHash.bytes, mediaType: MediaType.OciLayerGzip };
     } catch (e) {
       await pending.abort();
       throw e;
@@ -713,7 +719,8 @@ export class Engine {
   async storeImage(config: ImageConfig, base: ImageLayerRow[], layer: NewLayer | undefined, family: "oci" | "docker", tag?: string): Promise<PreparedImage> {
     const configRaw = Buffer.from(JSON.stringify(config));
     const docker = family === "docker";
-    const layerType = (mt: string) => (docker && mt === MediaType.OciLayerGzip ? MediaType.DockerLayerGzip : mt);
+    // Docker schema2 documents gzip layers only: a plain tar is listed with the gzip type there, as load and c/image list one (push compresses it).
+    const layerType = (mt: string) => (docker && (mt === MediaType.OciLayerGzip || mt === MediaType.OciLayer) ? MediaType.DockerLayerGzip : mt);
     const layers = [...base.map((l) => ({ digest: l.digest, mediaType: l.media_type, size: l.size, diffId: l.diff_id, uncompressedSize: l.uncompressed_size })), ...(layer ? [{ ...layer, mediaType: layerType(layer.mediaType) }] : [])];
     const configDesc = { mediaType: docker ? MediaType.DockerConfig : MediaType.OciConfig, digest: sha256(configRaw), size: configRaw.length };
     const manifestRaw = Buffer.from(

@@ -61,10 +61,10 @@ export async function storeSource(engine: Engine, ref: string): Promise<SourceIm
         .all(d.digest, d.digest) as { name: string }[];
       return [...new Set(rows.map((r) => repositoryName(parseReference(r.name))))];
     },
-    // A layer is plain when its blob is its own diffID (a docker-archive's tar, recorded as c/image lists it, with the gzip type).
+    // A layer is plain when its blob is its own diffID: made here (import, commit, build) or a docker-archive's tar (listed, as c/image lists it, with the gzip type).
     gzipped: async (d) => {
       if (engine.meta.layer(d.digest)?.diff_id !== d.digest) return undefined;
-      const layer = await engine.ingestLayer(await engine.content.open(d.digest, d.size), "none");
+      const layer = await engine.ingestGzipped(await engine.content.open(d.digest, d.size));
       await layer.pending.commit(layer.digest);
       return { mediaType: img.mediaType === MediaType.DockerManifest ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip, digest: layer.digest, size: layer.size };
     },

@@ -18,6 +18,13 @@ export interface NativeFs {
    * inode to `out[2i]`, `out[2i + 1]`.
    */
   applyBatch(paths: string[], nums: Float64Array, bufs: Buffer[], out: Float64Array): Promise<number>;
+  /**
+   * Copies regular files `srcs[i]` to new files `dsts[i]` (O_EXCL, no symlink
+   * followed at either end) in order on a libuv thread, stopping at the first
+   * failure; resolves with the number copied. `nums` holds mode, uid, gid,
+   * atime and mtime (seconds) per file.
+   */
+  copyBatch(srcs: string[], dsts: string[], nums: Float64Array): Promise<number>;
 }
 
 /** The numbers of one applyBatch record, in this order (uid -1: no chown). */
