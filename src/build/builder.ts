@@ -797,7 +797,7 @@ export class Builder {
         }
         for (const rel of matches) {
           const top = tree.top(rel);
-          tree.walk(top, (e) => input(`${fromLabel}:${e.rel}`, tree.digest(e)));
+          for (const [e, leaving] of tree.walk(top)) if (!leaving) input(`${fromLabel}:${e.rel}`, tree.digest(e));
           sources.push({ word: w, rel, top });
         }
       }
@@ -826,7 +826,7 @@ export class Builder {
               continue;
             }
             const top = s.top!;
-            if (isDir(top)) copier.copyTree(top, dest);
+            if (isDir(top)) await copier.copyTree(top, dest);
             else if (extracts.has(top)) await copier.extract(tree.abs(top.rel), dest, node);
             else copier.copyEntry(top, destIsDir ? posix.join(dest, basename(top.rel) || basename(tree.root)) : dest);
             // One source's files are all written before the next source's: a later one replaces an earlier one's.
@@ -971,6 +971,15 @@ function lastRuntimeError(path: string): string | undefined {
 /** Files per native copy batch, and the numbers of each (mode, uid, gid, atime, mtime). */
 const COPY_BATCH = 128;
 const COPY_FIELDS = 5;
+const COPY_BATCHES_IN_FLIGHT = 8;
+
+/** A batch sent to copyBatch, and how many of its files it copied. */
+interface CopyBatch {
+  srcs: string[];
+  dsts: string[];
+  nums: number[];
+  done: number;
+}
 
 /**
  * COPY/ADD's writes into the step's root: every destination resolved inside
@@ -984,7 +993,8 @@ class Copier {
   private srcs: string[] = [];
   private dsts: string[] = [];
   private nums: number[] = [];
-  private readonly batches: Promise<{ srcs: string[]; dsts: string[]; nums: number[]; done: number }>[] = [];
+  private readonly batches: Promise<CopyBatch>[] = [];
+  private readonly unfinished: CopyBatch[] = [];
   /** Directories whose times are set once the files queued into them are written (creating one changes its directory's mtime). */
   private readonly dirTimes: [string, number, number][] = [];
 
@@ -1069,9 +1079,14 @@ class Copier {
   }
 
   /** A directory's contents (not the directory itself) into dest, as Docker copies them. */
-  copyTree(top: SourceEntry, dest: string): void {
+  async copyTree(top: SourceEntry, dest: string): Promise<void> {
     const destOf = (e: SourceEntry) => posix.join(dest, e.rel.slice(top.rel.length ? top.rel.length + 1 : 0));
-    this.tree.walk(top, (e) => this.copyEntry(e, destOf(e)), (d) => void this.dirTimes.push([this.root.abs(this.target(destOf(d))), d.atimeMs / 1000, d.mtimeMs / 1000]));
+    for (const [e, leaving] of this.tree.walk(top)) {
+      if (leaving) this.dirTimes.push([this.root.abs(this.target(destOf(e))), e.atimeMs / 1000, e.mtimeMs / 1000]);
+      else this.copyEntry(e, destOf(e));
+      // A few batches in flight at most: memory stays flat whatever the number of files.
+      if (this.batches.length >= COPY_BATCHES_IN_FLIGHT) await this.collect(this.batches.shift()!);
+    }
   }
 
   private send(): void {
@@ -1079,7 +1094,15 @@ class Copier {
     this.srcs = [];
     this.dsts = [];
     this.nums = [];
-    this.batches.push(nativeFs().copyBatch(batch.srcs, batch.dsts, new Float64Array(batch.nums)).then((done) => ({ ...batch, done })));
+    const copied = nativeFs().copyBatch(batch.srcs, batch.dsts, new Float64Array(batch.nums)).then((done) => ({ ...batch, done }));
+    copied.catch(() => {}); // awaited in collect or settle
+    this.batches.push(copied);
+  }
+
+  /** Keeps a batch that did not copy everything, for settle. */
+  private async collect(batch: Promise<CopyBatch>): Promise<void> {
+    const b = await batch;
+    if (b.done < b.srcs.length) this.unfinished.push(b);
   }
 
   /**
@@ -1089,11 +1112,14 @@ class Copier {
    */
   async settle(quiet = false): Promise<void> {
     if (this.srcs.length) this.send();
-    const results = await Promise.allSettled(this.batches.splice(0));
-    if (quiet) return;
-    for (const r of results) {
-      if (r.status === "rejected") throw r.reason;
-      const { srcs, dsts, nums, done } = r.value;
+    const pending = this.batches.splice(0);
+    await Promise.allSettled(pending);
+    if (quiet) {
+      this.unfinished.length = 0;
+      return;
+    }
+    for (const b of pending) await this.collect(b);
+    for (const { srcs, dsts, nums, done } of this.unfinished.splice(0)) {
       for (let i = done; i < srcs.length; i++) {
         const [mode, uid, gid, atime, mtime] = nums.slice(i * COPY_FIELDS, (i + 1) * COPY_FIELDS);
         rmSync(dsts[i], { force: true }); // what the failed record may have made

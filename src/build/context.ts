@@ -104,25 +104,26 @@ export class SourceTree {
 
   /**
    * `top` and, for a directory, everything below it that is not excluded, in
-   * tree order (a directory right before its contents); `leave` is told of each
-   * directory after its contents. Nothing is kept: a context can hold
-   * hundreds of thousands of files.
+   * tree order (a directory right before its contents), each as
+   * `[entry, false]`; each directory again as `[dir, true]` after its
+   * contents. Nothing is kept: a context can hold hundreds of thousands of files.
    */
-  walk(top: SourceEntry, visit: (e: SourceEntry) => void, leave: (dir: SourceEntry) => void = () => {}): void {
-    const below = (dir: string) => {
-      for (const c of this.children(dir)) {
-        const e = entry(c, this.lstat(c)!);
+  *walk(top: SourceEntry): Generator<[SourceEntry, boolean]> {
+    const tree = this;
+    function* below(dir: string): Generator<[SourceEntry, boolean]> {
+      for (const c of tree.children(dir)) {
+        const e = entry(c, tree.lstat(c)!);
         // An excluded directory may still hold re-included paths (`!` patterns).
-        const shown = !this.ignored(c);
-        if (shown) visit(e);
-        if (isDir(e)) below(c);
-        if (shown && isDir(e)) leave(e);
+        const shown = !tree.ignored(c);
+        if (shown) yield [e, false];
+        if (isDir(e)) yield* below(c);
+        if (shown && isDir(e)) yield [e, true];
       }
-    };
-    visit(top);
+    }
+    yield [top, false];
     if (isDir(top)) {
-      below(top.rel);
-      leave(top);
+      yield* below(top.rel);
+      yield [top, true];
     }
   }
 
