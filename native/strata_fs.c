@@ -2,10 +2,11 @@
 // whiteouts and opaque directories, PAX xattrs), mknod (devices, FIFOs,
 // overlay whiteouts) and mount/umount2 (overlayfs). Each is a thin, synchronous
 // wrapper that throws an Error with Node's errno code (ENOENT, EPERM, ...).
-// Two calls are asynchronous, each running a batch on a libuv thread:
-// applyBatch, a layer's small files and directories, already resolved and
-// checked by the extractor (see src/archive/extract.ts), and copyBatch, the
-// files a build's COPY writes (see src/build/builder.ts).
+// applyBatch, restoreDirs and copyBatch are the asynchronous calls, each
+// running a batch on a libuv thread: a layer's small files, directories and
+// symlinks, already resolved and checked by the extractor, and the final
+// directory modes and times (see src/archive/extract.ts); the files a build's
+// COPY writes (see src/build/builder.ts).
 #define _GNU_SOURCE  // copy_file_range
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -25,7 +26,7 @@
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "strata_fs: bad arguments"); return NULL; } } while (0)
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+static napi_value errno_error(napi_env env, int err, const char *syscall, const char *path) {
   char msg[4200];
   snprintf(msg, sizeof msg, "%s: %s, %s '%s'", uv_err_name(-err), strerror(err), syscall, path ? path : "");
   napi_value code, message, error, sys;
@@ -37,7 +38,11 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall, const 
   napi_value errnum;
   napi_create_int32(env, -err, &errnum);
   napi_set_named_property(env, error, "errno", errnum);
-  napi_throw(env, error);
+  return error;
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  napi_throw(env, errno_error(env, err, syscall, path));
   return NULL;
 }
 
@@ -203,11 +208,13 @@ static napi_value js_umount2(napi_env env, napi_callback_info info) {
 }
 
 
-// ---- applyBatch ----------------------------------------------------------
+// ---- applyBatch, restoreDirs ----------------------------------------------
 
-// One record per entry, REC numbers each in `nums`; paths are absolute.
+// applyBatch: one record per entry, REC numbers each in `nums`; paths are absolute.
 enum { R_KIND, R_MODE, R_UID, R_GID, R_ATIME, R_MTIME, R_NBUFS, REC };
-enum { K_FILE = 0, K_DIR = 1 };
+enum { K_FILE = 0, K_DIR = 1, K_SYMLINK = 2 };
+// restoreDirs: one record per directory, DREC numbers each.
+enum { D_MODE, D_ATIME, D_MTIME, D_DEV, D_INO, DREC };
 
 typedef struct {
   napi_async_work work;
@@ -218,6 +225,9 @@ typedef struct {
   double *nums, *out;
   struct iovec *iov;
   size_t done;
+  // restoreDirs: the failure to reject with (errno, call), none when err is 0
+  int err;
+  const char *syscall;
 } batch_t;
 
 static struct timespec to_timespec(double t) {
@@ -255,16 +265,32 @@ static int apply_file(const double *r, const char *path, struct iovec *iov, int 
 }
 
 // A directory: made, or merged with the directory already there (anything
-// else in the way is a failure, for the caller to replace); owner; device
-// and inode into out. Its mode and times are the caller's, at the end.
+// else in the way is a failure, for the caller to replace); owner (when it
+// differs); device and inode into out. Its mode and times are the caller's,
+// at the end.
 static int apply_dir(const double *r, const char *path, double *out) {
   struct stat st;
-  if (mkdir(path, 0700) != 0 && (errno != EEXIST || lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))) return -1;
-  if (r[R_UID] >= 0 && lchown(path, (uid_t)r[R_UID], (gid_t)r[R_GID]) != 0) return -1;
-  if (lstat(path, &st) != 0) return -1;
+  if (mkdir(path, 0700) != 0 && errno != EEXIST) return -1;
+  if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return -1;
+  if (r[R_UID] >= 0 && (st.st_uid != (uid_t)r[R_UID] || st.st_gid != (gid_t)r[R_GID]) && lchown(path, (uid_t)r[R_UID], (gid_t)r[R_GID]) != 0) return -1;
   out[0] = (double)st.st_dev;
   out[1] = (double)st.st_ino;
   return 0;
+}
+
+// A symlink to the target in iov (no NUL in it): created (never over
+// anything), then its own owner and times (never through it).
+static int apply_symlink(const double *r, const char *path, const struct iovec *iov) {
+  char *target = malloc(iov->iov_len + 1);
+  if (!target) return -1;
+  memcpy(target, iov->iov_base, iov->iov_len);
+  target[iov->iov_len] = 0;
+  int rc = symlink(target, path);
+  free(target);
+  struct timespec ts[2] = {to_timespec(r[R_ATIME]), to_timespec(r[R_MTIME])};
+  if (rc == 0 && r[R_UID] >= 0) rc = lchown(path, (uid_t)r[R_UID], (gid_t)r[R_GID]);
+  if (rc == 0) rc = utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW);
+  return rc;
 }
 
 // On the libuv thread: the records in order, stopping at the first failure.
@@ -273,10 +299,38 @@ static void batch_execute(napi_env env, void *data) {
   struct iovec *iov = b->iov;
   for (b->done = 0; b->done < b->n; b->done++) {
     const double *r = b->nums + b->done * REC;
+    const char *path = b->paths[b->done];
     int nbufs = (int)r[R_NBUFS];
-    int rc = r[R_KIND] == K_DIR ? apply_dir(r, b->paths[b->done], b->out + 2 * b->done) : apply_file(r, b->paths[b->done], iov, nbufs);
+    int rc = r[R_KIND] == K_DIR ? apply_dir(r, path, b->out + 2 * b->done) : r[R_KIND] == K_SYMLINK ? apply_symlink(r, path, iov) : apply_file(r, path, iov, nbufs);
     if (rc != 0) return;
     iov += nbufs;
+  }
+}
+
+// On the libuv thread: each directory's mode (when it differs) and times,
+// through a no-follow handle; one that is gone, or is not the directory
+// recorded (device and inode), is skipped. Stops at the first failure.
+static void restore_execute(napi_env env, void *data) {
+  batch_t *b = data;
+  for (size_t i = 0; i < b->n; i++) {
+    const double *r = b->nums + i * DREC;
+    const char *path = b->paths[i];
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;
+      b->err = errno, b->syscall = "open", b->done = i;
+      return;
+    }
+    struct stat st;
+    struct timespec ts[2] = {to_timespec(r[D_ATIME]), to_timespec(r[D_MTIME])};
+    const char *failed = NULL;
+    if (fstat(fd, &st) != 0) failed = "fstat";
+    else if ((double)st.st_dev != r[D_DEV] || (double)st.st_ino != r[D_INO]) ;
+    else if ((st.st_mode & 07777) != (mode_t)r[D_MODE] && fchmod(fd, (mode_t)r[D_MODE]) != 0) failed = "fchmod";
+    else if (futimens(fd, ts) != 0) failed = "futimens";
+    if (failed) b->err = errno, b->syscall = failed, b->done = i;
+    close(fd);
+    if (failed) return;
   }
 }
 
@@ -289,78 +343,107 @@ static void batch_free(napi_env env, batch_t *b) {
   free(b);
 }
 
-// Back on the JS thread: resolves with the number of records applied. The
-// caller applies the rest itself, which meets (and reports) the failure again.
+// Back on the JS thread. applyBatch resolves with the number of records
+// applied: the caller applies the rest itself, which meets (and reports) the
+// failure again. restoreDirs resolves, or rejects with its failure.
 static void batch_complete(napi_env env, napi_status status, void *data) {
   batch_t *b = data;
-  napi_value done;
-  napi_create_uint32(env, (uint32_t)b->done, &done);
-  napi_resolve_deferred(env, b->deferred, done);
+  napi_value v;
+  if (b->err) {
+    napi_reject_deferred(env, b->deferred, errno_error(env, b->err, b->syscall, b->paths[b->done]));
+  } else {
+    napi_create_uint32(env, (uint32_t)b->done, &v);
+    napi_resolve_deferred(env, b->deferred, v);
+  }
   batch_free(env, b);
 }
 
-// applyBatch(paths: string[], nums: Float64Array, bufs: Buffer[], out: Float64Array): Promise<number>
-// File records take their data from the next nums[R_NBUFS] buffers of bufs;
-// directory records write their device and inode to out[2i], out[2i+1].
-static napi_value js_applyBatch(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4], promise;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  batch_t *b = calloc(1, sizeof *b);
-  uint32_t n = 0, nbufs = 0;
-  size_t nnums = 0, nout = 0;
-  napi_typedarray_type t1, t2;
-  void *nums = NULL, *out = NULL;
-  napi_value args;
-  if (!b || napi_get_array_length(env, argv[0], &n) != napi_ok || napi_get_array_length(env, argv[2], &nbufs) != napi_ok ||
-      napi_get_typedarray_info(env, argv[1], &t1, &nnums, &nums, NULL, NULL) != napi_ok || t1 != napi_float64_array || nnums < (size_t)n * REC ||
-      napi_get_typedarray_info(env, argv[3], &t2, &nout, &out, NULL, NULL) != napi_ok || t2 != napi_float64_array || nout < (size_t)n * 2)
-    goto bad;
-  b->n = n;
+// Copies the paths (argv[0]) and checks nums (argv[1]) holds `rec` numbers per path.
+static int batch_paths(napi_env env, napi_value *argv, batch_t *b, size_t rec) {
+  uint32_t n = 0;
+  size_t nnums = 0;
+  napi_typedarray_type t;
+  void *nums = NULL;
+  if (napi_get_array_length(env, argv[0], &n) != napi_ok || napi_get_typedarray_info(env, argv[1], &t, &nnums, &nums, NULL, NULL) != napi_ok ||
+      t != napi_float64_array || nnums < (size_t)n * rec)
+    return -1;
   b->nums = nums;
-  b->out = out;
   b->paths = calloc(n ? n : 1, sizeof *b->paths);
-  b->iov = calloc(nbufs ? nbufs : 1, sizeof *b->iov);
-  if (!b->paths || !b->iov) goto bad;
-  size_t want = 0;
+  if (!b->paths) return -1;
+  b->n = n;
   for (uint32_t i = 0; i < n; i++) {
     napi_value p;
-    if (napi_get_element(env, argv[0], i, &p) != napi_ok || !(b->paths[i] = get_string(env, p))) goto bad;
-    want += (size_t)b->nums[i * REC + R_NBUFS];
+    if (napi_get_element(env, argv[0], i, &p) != napi_ok || !(b->paths[i] = get_string(env, p))) return -1;
+  }
+  return 0;
+}
+
+// Keeps the argc arguments alive and queues the work; returns its promise.
+static napi_value batch_queue(napi_env env, napi_value *argv, size_t argc, batch_t *b, napi_async_execute_callback execute) {
+  napi_value args, name, promise;
+  if (napi_create_array_with_length(env, argc, &args) != napi_ok) return NULL;
+  for (uint32_t i = 0; i < argc; i++) napi_set_element(env, args, i, argv[i]);
+  napi_create_string_utf8(env, "strata:applyBatch", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, args, 1, &b->keep) != napi_ok || napi_create_promise(env, &b->deferred, &promise) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, batch_complete, b, &b->work) != napi_ok || napi_queue_async_work(env, b->work) != napi_ok)
+    return NULL;
+  return promise;
+}
+
+// applyBatch(paths: string[], nums: Float64Array, bufs: Buffer[], out: Float64Array): Promise<number>
+// File records take their data from the next nums[R_NBUFS] buffers of bufs,
+// symlink records their target from the next one; directory records write
+// their device and inode to out[2i], out[2i+1].
+static napi_value js_applyBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], promise = NULL;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  batch_t *b = calloc(1, sizeof *b);
+  uint32_t nbufs = 0;
+  size_t nout = 0;
+  napi_typedarray_type t;
+  void *out = NULL;
+  if (!b || batch_paths(env, argv, b, REC) != 0 || napi_get_array_length(env, argv[2], &nbufs) != napi_ok ||
+      napi_get_typedarray_info(env, argv[3], &t, &nout, &out, NULL, NULL) != napi_ok || t != napi_float64_array || nout < b->n * 2)
+    goto bad;
+  b->out = out;
+  b->iov = calloc(nbufs ? nbufs : 1, sizeof *b->iov);
+  if (!b->iov) goto bad;
+  size_t want = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    const double *r = b->nums + i * REC;
+    if (r[R_KIND] == K_SYMLINK && r[R_NBUFS] != 1) goto bad;
+    want += (size_t)r[R_NBUFS];
   }
   if (want != nbufs) goto bad;
   for (uint32_t i = 0; i < nbufs; i++) {
     napi_value buf;
     if (napi_get_element(env, argv[2], i, &buf) != napi_ok || napi_get_buffer_info(env, buf, &b->iov[i].iov_base, &b->iov[i].iov_len) != napi_ok) goto bad;
   }
-  napi_value name;
-  if (napi_create_array_with_length(env, 4, &args) != napi_ok) goto bad;
-  for (uint32_t i = 0; i < 4; i++) napi_set_element(env, args, i, argv[i]);
-  napi_create_string_utf8(env, "strata:applyBatch", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, args, 1, &b->keep) != napi_ok || napi_create_promise(env, &b->deferred, &promise) != napi_ok ||
-      napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work) != napi_ok || napi_queue_async_work(env, b->work) != napi_ok)
-    goto bad;
-  return promise;
+  if ((promise = batch_queue(env, argv, 4, b, batch_execute))) return promise;
 bad:
   if (b) batch_free(env, b);
   napi_throw_type_error(env, NULL, "applyBatch(paths, nums, bufs, out)");
   return NULL;
 }
 
+// restoreDirs(paths: string[], nums: Float64Array): Promise<void>, in the order given
+static napi_value js_restoreDirs(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], promise = NULL;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  batch_t *b = calloc(1, sizeof *b);
+  if (b && batch_paths(env, argv, b, DREC) == 0 && (promise = batch_queue(env, argv, 2, b, restore_execute))) return promise;
+  if (b) batch_free(env, b);
+  napi_throw_type_error(env, NULL, "restoreDirs(paths, nums)");
+  return NULL;
+}
+
 // ---- copyBatch -----------------------------------------------------------
 
-// One record per file, CREC numbers each; srcs and dsts are absolute paths.
+// One record per file, CREC numbers each; its paths are paths[2i] (source)
+// and paths[2i + 1] (destination), absolute.
 enum { C_MODE, C_UID, C_GID, C_ATIME, C_MTIME, CREC };
-
-typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  size_t n;
-  char **srcs, **dsts;
-  double *nums;
-  napi_ref keep;  // nums
-  size_t done;
-} copy_t;
 
 // The bytes of in into out: copy_file_range (in the kernel), read/write
 // where the filesystems cannot. Returns 0 or -1.
@@ -409,67 +492,27 @@ static int copy_file(const double *r, const char *src, const char *dst) {
   return rc;
 }
 
+// On the libuv thread: the files in order, stopping at the first failure.
 static void copy_execute(napi_env env, void *data) {
-  copy_t *c = data;
-  for (c->done = 0; c->done < c->n; c->done++)
-    if (copy_file(c->nums + c->done * CREC, c->srcs[c->done], c->dsts[c->done]) != 0) return;
+  batch_t *b = data;
+  for (b->done = 0; b->done < b->n / 2; b->done++)
+    if (copy_file(b->nums + b->done * CREC, b->paths[2 * b->done], b->paths[2 * b->done + 1]) != 0) return;
 }
 
-static void copy_free(napi_env env, copy_t *c) {
-  if (c->keep) napi_delete_reference(env, c->keep);
-  if (c->work) napi_delete_async_work(env, c->work);
-  for (size_t i = 0; i < c->n; i++) {
-    if (c->srcs) free(c->srcs[i]);
-    if (c->dsts) free(c->dsts[i]);
-  }
-  free(c->srcs);
-  free(c->dsts);
-  free(c);
-}
-
-static void copy_complete(napi_env env, napi_status status, void *data) {
-  copy_t *c = data;
-  napi_value done;
-  napi_create_uint32(env, (uint32_t)c->done, &done);
-  napi_resolve_deferred(env, c->deferred, done);
-  copy_free(env, c);
-}
-
-// copyBatch(srcs: string[], dsts: string[], nums: Float64Array): Promise<number>
-// Copies in order on a libuv thread, stopping at the first failure; resolves
-// with the number copied. The caller copies the rest itself, which meets
+// copyBatch(paths: string[], nums: Float64Array): Promise<number>, the
+// number of files copied: the caller copies the rest itself, which meets
 // (and reports) the failure again.
 static napi_value js_copyBatch(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], promise, name;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  copy_t *c = calloc(1, sizeof *c);
-  uint32_t n = 0, n2 = 0;
-  size_t nnums = 0;
+  size_t argc = 2, nnums = 0;
+  napi_value argv[2], promise = NULL;
   napi_typedarray_type t;
-  void *nums = NULL;
-  if (!c || napi_get_array_length(env, argv[0], &n) != napi_ok || napi_get_array_length(env, argv[1], &n2) != napi_ok || n != n2 ||
-      napi_get_typedarray_info(env, argv[2], &t, &nnums, &nums, NULL, NULL) != napi_ok || t != napi_float64_array || nnums < (size_t)n * CREC)
-    goto bad;
-  c->nums = nums;
-  c->srcs = calloc(n ? n : 1, sizeof *c->srcs);
-  c->dsts = calloc(n ? n : 1, sizeof *c->dsts);
-  if (!c->srcs || !c->dsts) goto bad;
-  c->n = n;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value a, b;
-    if (napi_get_element(env, argv[0], i, &a) != napi_ok || !(c->srcs[i] = get_string(env, a)) ||
-        napi_get_element(env, argv[1], i, &b) != napi_ok || !(c->dsts[i] = get_string(env, b)))
-      goto bad;
-  }
-  napi_create_string_utf8(env, "strata:copyBatch", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[2], 1, &c->keep) != napi_ok || napi_create_promise(env, &c->deferred, &promise) != napi_ok ||
-      napi_create_async_work(env, NULL, name, copy_execute, copy_complete, c, &c->work) != napi_ok || napi_queue_async_work(env, c->work) != napi_ok)
-    goto bad;
-  return promise;
-bad:
-  if (c) copy_free(env, c);
-  napi_throw_type_error(env, NULL, "copyBatch(srcs, dsts, nums)");
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  batch_t *b = calloc(1, sizeof *b);
+  if (b && batch_paths(env, argv, b, 0) == 0 && b->n % 2 == 0 && napi_get_typedarray_info(env, argv[1], &t, &nnums, NULL, NULL, NULL) == napi_ok &&
+      nnums >= b->n / 2 * CREC && (promise = batch_queue(env, argv, 2, b, copy_execute)))
+    return promise;
+  if (b) batch_free(env, b);
+  napi_throw_type_error(env, NULL, "copyBatch(paths, nums)");
   return NULL;
 }
 
@@ -482,6 +525,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"mount", NULL, js_mount, NULL, NULL, NULL, napi_enumerable, NULL},
     {"umount2", NULL, js_umount2, NULL, NULL, NULL, napi_enumerable, NULL},
     {"applyBatch", NULL, js_applyBatch, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"restoreDirs", NULL, js_restoreDirs, NULL, NULL, NULL, napi_enumerable, NULL},
     {"copyBatch", NULL, js_copyBatch, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

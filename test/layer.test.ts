@@ -339,6 +339,29 @@ describe("applyLayer refuses or contains hostile tars", () => {
     }
   });
 
+  test("symlinks in a native batch: one over a directory of the same batch is replaced, later entries under it resolve afresh; owner and times are the link's", async (t) => {
+    for (const mode of ["apply", "overlay"] as const) {
+      const a = arena(t);
+      const tar = await tarOf([
+        { name: "q", type: "symlink", linkname: "/etc/shadow", mtime: 1234, uid: 7, gid: 8 },
+        { name: "r/", type: "directory" },
+        { name: "r/s", type: "symlink", linkname: "../q" },
+        { name: "p/", type: "directory", mode: 0o777, mtime: 1000 },
+        { name: "p/a", content: "first" },
+        { name: "p", type: "symlink", linkname: a.victim }, // replaces p/, queued with p/ still cached
+        { name: "p/b", content: "through the link" }, // resolved in the root: <root><victim>/b
+      ]);
+      await apply(tar, a.root, mode, true);
+      assert.equal(readlinkSync(join(a.root, "p")), a.victim, mode);
+      assert.equal(readFileSync(join(a.root, a.victim, "b"), "utf8"), "through the link");
+      const q = lstatSync(join(a.root, "q"));
+      assert.ok(q.isSymbolicLink());
+      assert.deepEqual([q.uid, q.gid, Math.floor(q.mtimeMs / 1000)], [7, 8, 1234]);
+      assert.equal(readlinkSync(join(a.root, "r", "s")), "../q");
+      a.untouched();
+    }
+  });
+
   test("a hardlink target with .. is refused", async (t) => {
     const a = arena(t);
     await rejectsCode(apply(await tarOf([{ name: "h", type: "link", linkname: "../victim/file" }]), a.root), "INVALID_ARCHIVE", /"h".*leaves the root/);

@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import type tarStream from "tar-stream";
 import { StrataError, isErrno, isStrataError } from "../errors/index.js";
-import { BATCH_DIR, BATCH_FIELDS, BATCH_FILE, nativeFs, type NativeFs } from "../native/index.js";
+import { BATCH_DIR, BATCH_FIELDS, BATCH_FILE, BATCH_SYMLINK, RESTORE_FIELDS, nativeFs, type NativeFs } from "../native/index.js";
 import { OVERLAY_OPAQUE_XATTR, isOverlayWhiteout, parseWhiteout, type WhiteoutName } from "./whiteout.js";
 import { entryComponents, RootScope } from "./safejoin.js";
 import { paxXattrs, tarExtract } from "./tar.js";
@@ -28,9 +28,8 @@ export interface ApplyResult {
   bytes: number;
 }
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
 const CREATE_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW; // libuv adds O_CLOEXEC
-const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
 /** File data is written in batches of at least this many bytes (one writev each). */
 const WRITE_BATCH = 1 << 20;
 /** Files up to this size are held whole and may go into a native batch; larger ones are streamed. */
@@ -39,17 +38,20 @@ const SMALL_FILE = 1 << 20;
 const BATCH_RECORDS = 256;
 const BATCH_BYTES = 1 << 20;
 const NUMS = BATCH_FIELDS.length;
+const RESTORE_NUMS = RESTORE_FIELDS.length;
 const OPAQUE = Buffer.from("y");
 
 type Header = tarStream.Header & { pax?: Record<string, string> | null };
 
-/** A small file or a directory waiting in the native batch; its parent was resolved from the scope's cache. */
+/** A small file, a directory or a symlink waiting in the native batch; its parent was resolved from the scope's cache. */
 interface Queued {
   h: Header;
   parts: string[];
   rel: string;
-  /** a file's data; undefined for a directory */
+  /** a file's data */
   data?: Buffer[];
+  /** a symlink's target */
+  target?: Buffer;
   /** -1: no chown */
   uid: number;
   gid: number;
@@ -88,6 +90,14 @@ function paxId(h: Header, key: "uid" | "gid"): number {
   return n;
 }
 
+/** A symlink entry's target, checked. */
+function symlinkTarget(h: Header): string {
+  const target = h.linkname;
+  if (!target) throw invalid(h.name, "symlink without a target");
+  if (target.includes("\0")) throw invalid(h.name, "NUL byte in symlink target");
+  return target;
+}
+
 function rel2(parent: string, base: string): string {
   return parent === "" ? base : parent + "/" + base;
 }
@@ -121,7 +131,7 @@ export function drain(body: Readable): Promise<void> {
  * applied at the end, deepest first, so later entries neither change their
  * mtimes nor are refused by a read-only mode.
  *
- * Small files and directories whose parent is already resolved go into a
+ * Small files, directories and symlinks whose parent is already resolved go into a
  * batch that the native addon applies in order on a libuv thread, while the
  * next entries are parsed (the kernel's work overlaps ours, and two layers
  * applied side by side use two cores). Anything else waits for the batch to
@@ -229,7 +239,8 @@ class Applier {
       });
     }
     const file = h.type === "file" || h.type === "contiguous-file";
-    if ((file ? h.size <= SMALL_FILE : h.type === "directory") && !paxXattrs(h)?.size) {
+    const batched = file ? h.size <= SMALL_FILE : h.type === "directory" || (h.type === "symlink" && h.size === 0);
+    if (batched && !paxXattrs(h)?.size) {
       const parent = this.scope.cached(parts.slice(0, -1));
       if (parent !== undefined) return this.enqueue(h, parts, rel2(parent, base), file ? body : undefined);
     }
@@ -276,10 +287,14 @@ class Applier {
     return this.flush().then(fn);
   }
 
-  /** Adds a directory, or a small file once its data is read, to the batch; sends the batch when full. */
+  /** Adds a directory, a symlink, or a small file once its data is read, to the batch; sends the batch when full. */
   private enqueue(h: Header, parts: string[], rel: string, body: Readable | undefined): Promise<void> | undefined {
     // Read now, so that a bad header fails at its own entry.
     const q: Queued = { h, parts, rel, uid: this.chown ? paxId(h, "uid") : -1, gid: this.chown ? paxId(h, "gid") : -1, ...this.times(h) };
+    if (h.type === "symlink") {
+      q.target = Buffer.from(symlinkTarget(h));
+      return this.push(q);
+    }
     if (body === undefined) {
       this.scope.remember(parts, rel);
       return this.push(q);
@@ -335,21 +350,22 @@ class Applier {
     batch.forEach((q, i) => {
       paths.push(this.scope.abs(q.rel));
       const o = i * NUMS;
-      nums[o] = q.data ? BATCH_FILE : BATCH_DIR;
+      nums[o] = q.data ? BATCH_FILE : q.target ? BATCH_SYMLINK : BATCH_DIR;
       nums[o + 1] = q.h.mode & 0o7777;
       nums[o + 2] = q.uid;
       nums[o + 3] = q.gid;
       nums[o + 4] = q.atime;
       nums[o + 5] = q.mtime;
-      nums[o + 6] = q.data?.length ?? 0;
+      nums[o + 6] = q.data?.length ?? (q.target ? 1 : 0);
       if (q.data) bufs.push(...q.data);
+      else if (q.target) bufs.push(q.target);
     });
     const done = await this.native.applyBatch(paths, nums, bufs, out);
     for (let i = 0; i < done; i++) {
       const q = batch[i];
       this.kept(q.rel);
       if (q.data) this.bytes += q.h.size;
-      else this.dirs.set(q.rel, { mode: q.h.mode & 0o7777, atime: q.atime, mtime: q.mtime, dev: out[2 * i], ino: out[2 * i + 1] });
+      else if (!q.target) this.dirs.set(q.rel, { mode: q.h.mode & 0o7777, atime: q.atime, mtime: q.mtime, dev: out[2 * i], ino: out[2 * i + 1] });
     }
     if (done === batch.length) return;
     // The rest, in order, as if there had been no batch: the failure comes
@@ -474,9 +490,7 @@ class Applier {
   }
 
   private symlink(abs: string, h: Header): void {
-    const target = h.linkname;
-    if (!target) throw invalid(h.name, "symlink without a target");
-    if (target.includes("\0")) throw invalid(h.name, "NUL byte in symlink target");
+    const target = symlinkTarget(h);
     this.replace(abs, () => fs.symlinkSync(target, abs));
     if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
     this.xattrs(abs, h);
@@ -606,8 +620,8 @@ class Applier {
   }
 
   /** Directory modes and times, deepest first; a directory replaced since it was made is skipped. */
-  finish(): void {
-    restoreDirs(this.scope, this.dirs);
+  finish(): Promise<void> {
+    return restoreDirs(this.scope, this.dirs);
   }
 
 }
@@ -615,27 +629,22 @@ class Applier {
 /**
  * Sets the recorded modes and times on directories made or merged by an
  * extraction or a copy, deepest first (a parent's mtime last), through a
- * no-follow handle; a directory replaced since it was recorded is skipped.
+ * no-follow handle, on a libuv thread (native/strata_fs.c); a directory
+ * replaced since it was recorded is skipped.
  */
-export function restoreDirs(scope: RootScope, dirs: Map<string, DirMeta>): void {
-  for (const rel of [...dirs.keys()].sort((a, b) => depth(b) - depth(a))) {
-    const m = dirs.get(rel)!;
-    let fd: number;
-    try {
-      fd = fs.openSync(scope.abs(rel), DIR_FLAGS);
-    } catch (e) {
-      if (isErrno(e, "ENOENT") || isErrno(e, "ENOTDIR") || isErrno(e, "ELOOP")) continue;
-      throw e;
-    }
-    try {
-      const st = fs.fstatSync(fd);
-      if (st.dev !== m.dev || st.ino !== m.ino) continue;
-      fs.fchmodSync(fd, m.mode);
-      fs.futimesSync(fd, m.atime, m.mtime);
-    } finally {
-      fs.closeSync(fd);
+export function restoreDirs(scope: RootScope, dirs: Map<string, DirMeta>): Promise<void> {
+  const byDepth: string[][] = [];
+  for (const rel of dirs.keys()) (byDepth[depth(rel)] ??= []).push(rel);
+  const paths: string[] = [];
+  const nums = new Float64Array(dirs.size * RESTORE_NUMS);
+  for (let d = byDepth.length - 1; d >= 0; d--) {
+    for (const rel of byDepth[d] ?? []) {
+      const m = dirs.get(rel)!;
+      nums.set([m.mode, m.atime, m.mtime, m.dev, m.ino], paths.length * RESTORE_NUMS);
+      paths.push(scope.abs(rel));
     }
   }
+  return nativeFs().restoreDirs(paths, nums);
 }
 
 function depth(rel: string): number {
@@ -716,7 +725,7 @@ export async function applyLayer(tar: Readable, root: string, opts: ApplyOptions
     tar.off("error", onSourceError);
   }
   try {
-    applier.finish();
+    await applier.finish();
   } catch (e) {
     throw new StrataError("IO", `apply layer: directory metadata: ${(e as Error).message}`, { cause: e });
   }

@@ -975,8 +975,8 @@ const COPY_BATCHES_IN_FLIGHT = 8;
 
 /** A batch sent to copyBatch, and how many of its files it copied. */
 interface CopyBatch {
-  srcs: string[];
-  dsts: string[];
+  /** source, destination, source, destination, … */
+  paths: string[];
   nums: number[];
   done: number;
 }
@@ -989,9 +989,8 @@ interface CopyBatch {
  */
 class Copier {
   private readonly links = new Map<string, string>();
-  /** Files queued for the native copy (copyBatch, on libuv threads): host paths and their records, COPY_FIELDS numbers each. */
-  private srcs: string[] = [];
-  private dsts: string[] = [];
+  /** Files queued for the native copy (copyBatch, on libuv threads): source and destination host paths, COPY_FIELDS numbers each. */
+  private paths: string[] = [];
   private nums: number[] = [];
   private readonly batches: Promise<CopyBatch>[] = [];
   private readonly unfinished: CopyBatch[] = [];
@@ -1060,10 +1059,9 @@ class Copier {
     if (isFile(e) && e.inode === undefined) {
       // A file no hardlink will name: copied by the addon, off this thread.
       const o = this.ownerOf(e);
-      this.srcs.push(this.tree.abs(e.rel));
-      this.dsts.push(p);
+      this.paths.push(this.tree.abs(e.rel), p);
       this.nums.push(this.mode ?? e.mode & 0o7777, o.uid, o.gid, e.atimeMs / 1000, e.mtimeMs / 1000);
-      if (this.srcs.length >= COPY_BATCH) this.send();
+      if (this.paths.length >= 2 * COPY_BATCH) this.send();
       return;
     }
     if (isSymlink(e)) {
@@ -1090,11 +1088,10 @@ class Copier {
   }
 
   private send(): void {
-    const batch = { srcs: this.srcs, dsts: this.dsts, nums: this.nums };
-    this.srcs = [];
-    this.dsts = [];
+    const batch = { paths: this.paths, nums: this.nums };
+    this.paths = [];
     this.nums = [];
-    const copied = nativeFs().copyBatch(batch.srcs, batch.dsts, new Float64Array(batch.nums)).then((done) => ({ ...batch, done }));
+    const copied = nativeFs().copyBatch(batch.paths, new Float64Array(batch.nums)).then((done) => ({ ...batch, done }));
     copied.catch(() => {}); // awaited in collect or settle
     this.batches.push(copied);
   }
@@ -1102,7 +1099,7 @@ class Copier {
   /** Keeps a batch that did not copy everything, for settle. */
   private async collect(batch: Promise<CopyBatch>): Promise<void> {
     const b = await batch;
-    if (b.done < b.srcs.length) this.unfinished.push(b);
+    if (b.done < b.paths.length / 2) this.unfinished.push(b);
   }
 
   /**
@@ -1111,7 +1108,7 @@ class Copier {
    * directory times. `quiet`: only wait (a step failing anyway).
    */
   async settle(quiet = false): Promise<void> {
-    if (this.srcs.length) this.send();
+    if (this.paths.length) this.send();
     const pending = this.batches.splice(0);
     await Promise.allSettled(pending);
     if (quiet) {
@@ -1119,14 +1116,15 @@ class Copier {
       return;
     }
     for (const b of pending) await this.collect(b);
-    for (const { srcs, dsts, nums, done } of this.unfinished.splice(0)) {
-      for (let i = done; i < srcs.length; i++) {
+    for (const { paths, nums, done } of this.unfinished.splice(0)) {
+      for (let i = done; i < paths.length / 2; i++) {
+        const [src, dst] = [paths[2 * i], paths[2 * i + 1]];
         const [mode, uid, gid, atime, mtime] = nums.slice(i * COPY_FIELDS, (i + 1) * COPY_FIELDS);
-        rmSync(dsts[i], { force: true }); // what the failed record may have made
-        copyFileSync(srcs[i], dsts[i]);
-        lchownSync(dsts[i], uid, gid);
-        chmodSync(dsts[i], mode);
-        lutimesSync(dsts[i], atime, mtime);
+        rmSync(dst, { force: true }); // what the failed record may have made
+        copyFileSync(src, dst);
+        lchownSync(dst, uid, gid);
+        chmodSync(dst, mode);
+        lutimesSync(dst, atime, mtime);
       }
     }
     for (const [p, atime, mtime] of this.dirTimes.splice(0)) lutimesSync(p, atime, mtime);

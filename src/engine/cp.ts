@@ -596,8 +596,8 @@ class CopyExtractor {
   }
 
   /** Directory modes and times, deepest first, on the directories this copy made or merged (skipping any replaced since). */
-  finish(): void {
-    restoreDirs(this.scope, this.dirs);
+  finish(): Promise<void> {
+    return restoreDirs(this.scope, this.dirs);
   }
 
 }
@@ -644,6 +644,6 @@ async function extractTar(input: Readable, target: CopyExtractor): Promise<numbe
     input.on("error", (e) => fail(e, "input"));
     const flow = pump(input, extract as unknown as Writable);
   });
-  target.finish();
+  await target.finish();
   return target.bytes;
 }

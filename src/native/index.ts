@@ -14,23 +14,34 @@ export interface NativeFs {
    * Applies records in order on a libuv thread, stopping at the first failure
    * (see native/strata_fs.c); resolves with the number applied. `nums` holds
    * BATCH_FIELDS numbers per record, a file record takes the next `nbufs`
-   * buffers of `bufs` as its data, a directory record writes its device and
-   * inode to `out[2i]`, `out[2i + 1]`.
+   * buffers of `bufs` as its data, a symlink record the next one (nbufs 1) as
+   * its target, a directory record writes its device and inode to `out[2i]`,
+   * `out[2i + 1]`.
    */
   applyBatch(paths: string[], nums: Float64Array, bufs: Buffer[], out: Float64Array): Promise<number>;
   /**
-   * Copies regular files `srcs[i]` to new files `dsts[i]` (O_EXCL, no symlink
-   * followed at either end) in order on a libuv thread, stopping at the first
-   * failure; resolves with the number copied. `nums` holds mode, uid, gid,
-   * atime and mtime (seconds) per file.
+   * Sets directory modes and times in the order given, on a libuv thread,
+   * through no-follow handles; a directory gone or not the one recorded is
+   * skipped. `nums` holds RESTORE_FIELDS numbers per path. Rejects with the
+   * first failure.
    */
-  copyBatch(srcs: string[], dsts: string[], nums: Float64Array): Promise<number>;
+  restoreDirs(paths: string[], nums: Float64Array): Promise<void>;
+  /**
+   * Copies regular files `paths[2i]` to new files `paths[2i + 1]` (O_EXCL,
+   * no symlink followed at either end) in order on a libuv thread, stopping
+   * at the first failure; resolves with the number copied. `nums` holds
+   * mode, uid, gid, atime and mtime (seconds) per file.
+   */
+  copyBatch(paths: string[], nums: Float64Array): Promise<number>;
 }
 
 /** The numbers of one applyBatch record, in this order (uid -1: no chown). */
 export const BATCH_FIELDS = ["kind", "mode", "uid", "gid", "atime", "mtime", "nbufs"] as const;
 export const BATCH_FILE = 0;
 export const BATCH_DIR = 1;
+export const BATCH_SYMLINK = 2;
+/** The numbers of one restoreDirs record, in this order. */
+export const RESTORE_FIELDS = ["mode", "atime", "mtime", "dev", "ino"] as const;
 
 export const MNT_DETACH = 2;
 
