@@ -973,6 +973,17 @@ const COPY_BATCH = 128;
 const COPY_FIELDS = 5;
 const COPY_BATCHES_IN_FLIGHT = 8;
 
+/** What a copied file gets: mode, uid, gid, atime and mtime (seconds), as copyBatch takes them. */
+type FileRecord = [number, number, number, number, number];
+
+/** A file copied here and now: owner before mode (chown clears setuid and setgid), then times; what copyBatch does. */
+function copyFileNow(src: string, dst: string, [mode, uid, gid, atime, mtime]: FileRecord): void {
+  copyFileSync(src, dst);
+  lchownSync(dst, uid, gid);
+  chmodSync(dst, mode);
+  lutimesSync(dst, atime, mtime);
+}
+
 /** A batch sent to copyBatch, and how many of its files it copied. */
 interface CopyBatch {
   /** source, destination, source, destination, … */
@@ -1056,22 +1067,24 @@ class Copier {
       linkSync(linked, p);
       return;
     }
-    if (isFile(e) && e.inode === undefined) {
-      // A file no hardlink will name: copied by the addon, off this thread.
+    if (isFile(e)) {
       const o = this.ownerOf(e);
+      const record: FileRecord = [this.mode ?? e.mode & 0o7777, o.uid, o.gid, e.atimeMs / 1000, e.mtimeMs / 1000];
+      if (e.inode !== undefined) {
+        // A file a later hardlink names: it must exist when that link is made.
+        copyFileNow(this.tree.abs(e.rel), p, record);
+        this.links.set(e.inode, p);
+        return;
+      }
+      // Copied by the addon, off this thread.
       this.paths.push(this.tree.abs(e.rel), p);
-      this.nums.push(this.mode ?? e.mode & 0o7777, o.uid, o.gid, e.atimeMs / 1000, e.mtimeMs / 1000);
+      this.nums.push(...record);
       if (this.paths.length >= 2 * COPY_BATCH) this.send();
       return;
     }
-    if (isSymlink(e)) {
-      symlinkSync(readlinkSync(this.tree.abs(e.rel)), p);
-      this.own(p, e);
-    } else if (isFile(e)) {
-      copyFileSync(this.tree.abs(e.rel), p);
-      this.own(p, e); // before the mode: chown clears setuid and setgid
-      chmodSync(p, this.mode ?? e.mode & 0o7777);
-    } else return; // sockets, devices, FIFOs: not copied from a context
+    if (!isSymlink(e)) return; // sockets, devices, FIFOs: not copied from a context
+    symlinkSync(readlinkSync(this.tree.abs(e.rel)), p);
+    this.own(p, e);
     lutimesSync(p, e.atimeMs / 1000, e.mtimeMs / 1000);
     if (e.inode !== undefined) this.links.set(e.inode, p);
   }
@@ -1118,13 +1131,8 @@ class Copier {
     for (const b of pending) await this.collect(b);
     for (const { paths, nums, done } of this.unfinished.splice(0)) {
       for (let i = done; i < paths.length / 2; i++) {
-        const [src, dst] = [paths[2 * i], paths[2 * i + 1]];
-        const [mode, uid, gid, atime, mtime] = nums.slice(i * COPY_FIELDS, (i + 1) * COPY_FIELDS);
-        rmSync(dst, { force: true }); // what the failed record may have made
-        copyFileSync(src, dst);
-        lchownSync(dst, uid, gid);
-        chmodSync(dst, mode);
-        lutimesSync(dst, atime, mtime);
+        rmSync(paths[2 * i + 1], { force: true }); // what the failed record may have made
+        copyFileNow(paths[2 * i], paths[2 * i + 1], nums.slice(i * COPY_FIELDS, (i + 1) * COPY_FIELDS) as FileRecord);
       }
     }
     for (const [p, atime, mtime] of this.dirTimes.splice(0)) lutimesSync(p, atime, mtime);
