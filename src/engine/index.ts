@@ -798,15 +798,15 @@ export class Engine {
   }
 
   /**
-   * Ingests an uncompressed layer tar (as ingestLayer) while applyLayer
+   * Stores an uncompressed layer tar (as ingestLayer) while applyLayer
    * applies the same bytes into `target`; resolves once both are done.
    */
   private async writeAndApply(tar: Readable, target: { dir: string; whiteouts: "overlay" | "apply" }): Promise<NewLayer> {
     const [{ applyLayer }, { PassThrough, Transform }] = await Promise.all([import("../archive/extract.js"), import("node:stream")]);
     const toApply = new PassThrough();
     // A tar writer emits a header, a body and padding per entry: gathered into
-    // large chunks, gzip (a thread-pool round trip per chunk) and the applier
-    // each see a few hundred chunks instead of tens of thousands.
+    // large chunks, the ingest and the applier each see a few hundred chunks
+    // instead of tens of thousands.
     let batch: Buffer[] = [];
     let batched = 0;
     const send = (push: (b: Buffer) => void, cb: (e?: Error | null) => void) => {
