@@ -41,12 +41,19 @@ test("kill -9 of load and import at random moments: the store opens, check passe
   mkdirSync(join(rootfs, "data"));
   for (let i = 0; i < 4; i++) writeFileSync(join(rootfs, "data", `f${i}`), randomBytes(3 << 20));
 
+  // Kill moments drawn from how long each command takes whole here (a scratch root), so most kills land mid-way.
+  const took = (args: string[]) => {
+    const t0 = Date.now();
+    ok(strata(join(dir, `scratch-${args[0]}`), args));
+    return Date.now() - t0;
+  };
+  const span = { load: took(["load", "-i", archive]), import: took(["import", rootfs, "crash/imp:scratch"]) };
   let killed = 0;
   const delays: number[] = [];
   for (let i = 0; i < 24; i++) {
-    const ms = 40 + Math.floor(Math.random() * 900);
-    delays.push(ms);
     const args = i % 2 === 0 ? ["load", "-i", archive] : ["import", rootfs, `crash/imp:${i}`];
+    const ms = 40 + Math.floor(Math.random() * Math.max(50, 0.9 * span[args[0] as "load" | "import"] - 40));
+    delays.push(ms);
     const r = await killAfter(root, args, ms);
     if (r.killed) killed++;
     else assert.equal(r.code, 0, `run ${i} (${args[0]}) finished but failed`);
