@@ -210,8 +210,10 @@ static napi_value js_umount2(napi_env env, napi_callback_info info) {
 
 // ---- applyBatch, restoreDirs ----------------------------------------------
 
-// applyBatch: one record per entry, REC numbers each in `nums`; paths are absolute.
-enum { R_KIND, R_MODE, R_UID, R_GID, R_ATIME, R_MTIME, R_NBUFS, REC };
+// applyBatch: one record per entry, REC numbers each in `nums`; its path
+// (absolute, NUL-terminated) and its data (a file's content, a symlink's
+// NUL-terminated target) are at offsets in one shared data buffer.
+enum { R_KIND, R_MODE, R_UID, R_GID, R_ATIME, R_MTIME, R_PATH, R_DATA, R_LEN, REC };
 enum { K_FILE = 0, K_DIR = 1, K_SYMLINK = 2 };
 // restoreDirs: one record per directory, DREC numbers each.
 enum { D_MODE, D_ATIME, D_MTIME, D_DEV, D_INO, DREC };
@@ -221,9 +223,9 @@ typedef struct {
   napi_deferred deferred;
   napi_ref keep;  // the arguments: the buffers stay alive while the thread writes them
   size_t n;
-  char **paths;
+  char **paths;  // restoreDirs, copyBatch: copies of the paths given
+  char *data;    // applyBatch: the shared data buffer (paths and contents)
   double *nums, *out;
-  struct iovec *iov;
   size_t done;
   // restoreDirs: the failure to reject with (errno, call), none when err is 0
   int err;
@@ -242,19 +244,17 @@ static struct timespec to_timespec(double t) {
 // A regular file: created (never through a symlink, never over anything),
 // written, then owner, mode (after chown, which clears setuid/setgid) and
 // times. Returns 0, or -1 on the first failing call.
-static int apply_file(const double *r, const char *path, struct iovec *iov, int niov) {
+static int apply_file(const double *r, const char *path, const char *data, size_t len) {
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return -1;
   int rc = 0;
-  while (rc == 0 && niov > 0) {
-    ssize_t w = writev(fd, iov, niov > 1024 ? 1024 : niov);  // 1024: UIO_MAXIOV
+  while (rc == 0 && len > 0) {
+    ssize_t w = write(fd, data, len);
     if (w < 0) {
       if (errno != EINTR) rc = -1;
       continue;
     }
-    // A short write: skip what went out and go on with the rest.
-    while (niov > 0 && (size_t)w >= iov->iov_len) w -= iov->iov_len, iov++, niov--;
-    if (niov > 0) iov->iov_base = (char *)iov->iov_base + w, iov->iov_len -= w;
+    data += w, len -= (size_t)w;  // a short write: go on with the rest
   }
   struct timespec ts[2] = {to_timespec(r[R_ATIME]), to_timespec(r[R_MTIME])};
   if (rc == 0 && r[R_UID] >= 0) rc = fchown(fd, (uid_t)r[R_UID], (gid_t)r[R_GID]);
@@ -278,15 +278,10 @@ static int apply_dir(const double *r, const char *path, double *out) {
   return 0;
 }
 
-// A symlink to the target in iov (no NUL in it): created (never over
-// anything), then its own owner and times (never through it).
-static int apply_symlink(const double *r, const char *path, const struct iovec *iov) {
-  char *target = malloc(iov->iov_len + 1);
-  if (!target) return -1;
-  memcpy(target, iov->iov_base, iov->iov_len);
-  target[iov->iov_len] = 0;
+// A symlink to `target` (NUL-terminated, no NUL inside): created (never
+// over anything), then its own owner and times (never through it).
+static int apply_symlink(const double *r, const char *path, const char *target) {
   int rc = symlink(target, path);
-  free(target);
   struct timespec ts[2] = {to_timespec(r[R_ATIME]), to_timespec(r[R_MTIME])};
   if (rc == 0 && r[R_UID] >= 0) rc = lchown(path, (uid_t)r[R_UID], (gid_t)r[R_GID]);
   if (rc == 0) rc = utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW);
@@ -296,14 +291,11 @@ static int apply_symlink(const double *r, const char *path, const struct iovec *
 // On the libuv thread: the records in order, stopping at the first failure.
 static void batch_execute(napi_env env, void *data) {
   batch_t *b = data;
-  struct iovec *iov = b->iov;
   for (b->done = 0; b->done < b->n; b->done++) {
     const double *r = b->nums + b->done * REC;
-    const char *path = b->paths[b->done];
-    int nbufs = (int)r[R_NBUFS];
-    int rc = r[R_KIND] == K_DIR ? apply_dir(r, path, b->out + 2 * b->done) : r[R_KIND] == K_SYMLINK ? apply_symlink(r, path, iov) : apply_file(r, path, iov, nbufs);
+    const char *path = b->data + (size_t)r[R_PATH], *d = b->data + (size_t)r[R_DATA];
+    int rc = r[R_KIND] == K_DIR ? apply_dir(r, path, b->out + 2 * b->done) : r[R_KIND] == K_SYMLINK ? apply_symlink(r, path, d) : apply_file(r, path, d, (size_t)r[R_LEN]);
     if (rc != 0) return;
-    iov += nbufs;
   }
 }
 
@@ -339,7 +331,6 @@ static void batch_free(napi_env env, batch_t *b) {
   if (b->work) napi_delete_async_work(env, b->work);
   if (b->paths) for (size_t i = 0; i < b->n; i++) free(b->paths[i]);
   free(b->paths);
-  free(b->iov);
   free(b);
 }
 
@@ -390,40 +381,37 @@ static napi_value batch_queue(napi_env env, napi_value *argv, size_t argc, batch
   return promise;
 }
 
-// applyBatch(paths: string[], nums: Float64Array, bufs: Buffer[], out: Float64Array): Promise<number>
-// File records take their data from the next nums[R_NBUFS] buffers of bufs,
-// symlink records their target from the next one; directory records write
-// their device and inode to out[2i], out[2i+1].
+// True when data[off..] holds a NUL before `len`.
+static int terminated(const char *data, size_t len, double off) {
+  return off >= 0 && off < (double)len && memchr(data + (size_t)off, 0, len - (size_t)off) != NULL;
+}
+
+// applyBatch(n: number, data: Buffer, nums: Float64Array, out: Float64Array): Promise<number>
+// Every offset is checked here, on the JS thread, before any work is queued;
+// directory records write their device and inode to out[2i], out[2i + 1].
 static napi_value js_applyBatch(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4], promise = NULL;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   batch_t *b = calloc(1, sizeof *b);
-  uint32_t nbufs = 0;
-  size_t nout = 0;
-  napi_typedarray_type t;
-  void *out = NULL;
-  if (!b || batch_paths(env, argv, b, REC) != 0 || napi_get_array_length(env, argv[2], &nbufs) != napi_ok ||
-      napi_get_typedarray_info(env, argv[3], &t, &nout, &out, NULL, NULL) != napi_ok || t != napi_float64_array || nout < b->n * 2)
+  uint32_t n = 0;
+  size_t len = 0, nnums = 0, nout = 0;
+  napi_typedarray_type t1, t2;
+  void *data = NULL, *nums = NULL, *out = NULL;
+  if (!b || argc < 4 || napi_get_value_uint32(env, argv[0], &n) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok ||
+      napi_get_typedarray_info(env, argv[2], &t1, &nnums, &nums, NULL, NULL) != napi_ok || t1 != napi_float64_array || nnums < (size_t)n * REC ||
+      napi_get_typedarray_info(env, argv[3], &t2, &nout, &out, NULL, NULL) != napi_ok || t2 != napi_float64_array || nout < (size_t)n * 2)
     goto bad;
-  b->out = out;
-  b->iov = calloc(nbufs ? nbufs : 1, sizeof *b->iov);
-  if (!b->iov) goto bad;
-  size_t want = 0;
-  for (size_t i = 0; i < b->n; i++) {
+  b->n = n, b->data = data, b->nums = nums, b->out = out;
+  for (size_t i = 0; i < n; i++) {
     const double *r = b->nums + i * REC;
-    if (r[R_KIND] == K_SYMLINK && r[R_NBUFS] != 1) goto bad;
-    want += (size_t)r[R_NBUFS];
-  }
-  if (want != nbufs) goto bad;
-  for (uint32_t i = 0; i < nbufs; i++) {
-    napi_value buf;
-    if (napi_get_element(env, argv[2], i, &buf) != napi_ok || napi_get_buffer_info(env, buf, &b->iov[i].iov_base, &b->iov[i].iov_len) != napi_ok) goto bad;
+    if (!terminated(data, len, r[R_PATH]) || r[R_DATA] < 0 || r[R_LEN] < 0 || r[R_DATA] + r[R_LEN] > (double)len) goto bad;
+    if (r[R_KIND] == K_SYMLINK && (!terminated(data, len, r[R_DATA]) || strlen(b->data + (size_t)r[R_DATA]) != (size_t)r[R_LEN])) goto bad;
   }
   if ((promise = batch_queue(env, argv, 4, b, batch_execute))) return promise;
 bad:
   if (b) batch_free(env, b);
-  napi_throw_type_error(env, NULL, "applyBatch(paths, nums, bufs, out)");
+  napi_throw_type_error(env, NULL, "applyBatch(n, data, nums, out)");
   return NULL;
 }
 

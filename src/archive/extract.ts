@@ -1,12 +1,10 @@
 import * as fs from "node:fs";
 import { resolve } from "node:path";
-import type { Readable, Writable } from "node:stream";
-import type tarStream from "tar-stream";
 import { StrataError, isErrno, isStrataError } from "../errors/index.js";
 import { BATCH_DIR, BATCH_FIELDS, BATCH_FILE, BATCH_SYMLINK, RESTORE_FIELDS, nativeFs, type NativeFs } from "../native/index.js";
 import { OVERLAY_OPAQUE_XATTR, isOverlayWhiteout, parseWhiteout, type WhiteoutName } from "./whiteout.js";
 import { entryComponents, RootScope } from "./safejoin.js";
-import { paxXattrs, tarExtract } from "./tar.js";
+import { readTar, type TarEntry, type TarEntrySink } from "./tar.js";
 
 export interface ApplyOptions {
   /**
@@ -30,33 +28,54 @@ export interface ApplyResult {
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
 const CREATE_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW; // libuv adds O_CLOEXEC
-/** File data is written in batches of at least this many bytes (one writev each). */
-const WRITE_BATCH = 1 << 20;
-/** Files up to this size are held whole and may go into a native batch; larger ones are streamed. */
+/** Files up to this size may go into a native batch; larger ones are written as their data arrives. */
 const SMALL_FILE = 1 << 20;
-/** A native batch is sent when it holds this many records or bytes of file data. */
+/** A native batch is sent when it holds this many records or bytes. */
 const BATCH_RECORDS = 256;
 const BATCH_BYTES = 1 << 20;
+/** A path or symlink target longer than this (UTF-16 units, so at most 3 bytes each) is not batched: the arena always has room for one more record. */
+const BATCH_PATH = 16 << 10;
+/** An arena: below BATCH_BYTES before a record, then at most one small file and one path more. */
+const ARENA_BYTES = BATCH_BYTES + SMALL_FILE + 2 * (3 * BATCH_PATH + 1);
 const NUMS = BATCH_FIELDS.length;
 const RESTORE_NUMS = RESTORE_FIELDS.length;
 const OPAQUE = Buffer.from("y");
 
-type Header = tarStream.Header & { pax?: Record<string, string> | null };
-
 /** A small file, a directory or a symlink waiting in the native batch; its parent was resolved from the scope's cache. */
 interface Queued {
-  h: Header;
+  h: TarEntry;
   parts: string[];
   rel: string;
-  /** a file's data */
-  data?: Buffer[];
-  /** a symlink's target */
-  target?: Buffer;
+  kind: number;
+  /** its path's offset in the arena */
+  path: number;
+  /** a file's data or a symlink's target: offset and length in the arena */
+  data: number;
+  len: number;
   /** -1: no chown */
   uid: number;
   gid: number;
   atime: number;
   mtime: number;
+}
+
+/** Where a batch's paths and data are gathered, and its numbers: reused from batch to batch. */
+/** A file being written by applyNow(). */
+interface FileSink extends TarEntrySink {
+  fd: number;
+  /** closes it without finishing (a failure) */
+  close(): void;
+}
+
+interface Arena {
+  data: Buffer;
+  used: number;
+  nums: Float64Array;
+  out: Float64Array;
+}
+
+function newArena(): Arena {
+  return { data: Buffer.allocUnsafeSlow(ARENA_BYTES), used: 0, nums: new Float64Array(BATCH_RECORDS * NUMS), out: new Float64Array(BATCH_RECORDS * 2) };
 }
 
 export interface DirMeta {
@@ -76,22 +95,14 @@ function entryError(e: unknown, name: string): unknown {
   return isStrataError(e) ? e : new StrataError("IO", `apply layer entry "${name}": ${(e as Error).message}`, { cause: e });
 }
 
-function paxNumber(h: Header, key: string): number | undefined {
-  const v = h.pax?.[key];
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw invalid(h.name, `PAX ${key} "${v}" is not a number`);
-  return n;
-}
-
-function paxId(h: Header, key: "uid" | "gid"): number {
-  const n = paxNumber(h, key) ?? h[key];
+function checkedId(h: TarEntry, key: "uid" | "gid"): number {
+  const n = h[key];
   if (!Number.isInteger(n) || n < 0 || n > 0xfffffffe) throw invalid(h.name, `${key} ${n} is out of range`);
   return n;
 }
 
 /** A symlink entry's target, checked. */
-function symlinkTarget(h: Header): string {
+function symlinkTarget(h: TarEntry): string {
   const target = h.linkname;
   if (!target) throw invalid(h.name, "symlink without a target");
   if (target.includes("\0")) throw invalid(h.name, "NUL byte in symlink target");
@@ -102,25 +113,21 @@ function rel2(parent: string, base: string): string {
   return parent === "" ? base : parent + "/" + base;
 }
 
-/** Writes every buffer, however the kernel splits it. */
-function writeAll(fd: number, bufs: Buffer[], len: number): void {
-  let done = fs.writevSync(fd, bufs);
-  while (done < len) {
-    // A short write: skip what went out and go on with the rest.
-    let skip = done;
-    while (bufs.length && skip >= bufs[0].length) skip -= bufs.shift()!.length;
-    if (skip) bufs[0] = bufs[0].subarray(skip);
-    len -= done;
-    done = fs.writevSync(fd, bufs);
-  }
+/** Writes all of `buf` to `fd`, however the kernel splits it. */
+function writeAllSync(fd: number, buf: Buffer): void {
+  for (let off = 0; off < buf.length; ) off += fs.writeSync(fd, buf, off);
 }
 
-/** Reads and discards an entry's data (whiteouts, links and devices with a body). */
-export function drain(body: Readable): Promise<void> {
+/** The same on a libuv thread. */
+function writeAll(fd: number, buf: Buffer): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    body.on("end", resolve);
-    body.on("error", reject);
-    body.resume();
+    const more = (off: number) =>
+      fs.write(fd, buf, off, buf.length - off, null, (err, n) => {
+        if (err) reject(err);
+        else if (off + n < buf.length) more(off + n);
+        else resolve();
+      });
+    more(0);
   });
 }
 
@@ -152,9 +159,13 @@ class Applier {
   entries = 0;
   bytes = 0;
   private queue: Queued[] = [];
-  private queuedBytes = 0;
+  /** where the queue's paths and data are; the batch in flight has the other one */
+  private arena = newArena();
+  private spare: Arena | undefined;
   /** the batch the addon is applying */
   private inflight: Promise<void> | undefined;
+  /** the file applyNow() is writing */
+  private writing: FileSink | undefined;
 
   constructor(rootDir: string, opts: ApplyOptions) {
     this.overlay = opts.whiteouts === "overlay";
@@ -194,10 +205,9 @@ class Applier {
     return make();
   }
 
-  private xattrs(abs: string, h: Header): void {
-    const xs = paxXattrs(h);
-    if (!xs) return;
-    for (const [name, value] of xs) {
+  private xattrs(abs: string, h: TarEntry): void {
+    if (!h.xattrs) return;
+    for (const [name, value] of h.xattrs) {
       // Overlay's own attributes are never taken from a layer: they would
       // let a tar forge opaque directories or redirects in a lowerdir.
       if (name.startsWith("trusted.overlay.")) continue;
@@ -210,19 +220,21 @@ class Applier {
     }
   }
 
-  private times(h: Header): { atime: number; mtime: number } {
-    const mtime = paxNumber(h, "mtime") ?? h.mtime.getTime() / 1000;
-    return { atime: paxNumber(h, "atime") ?? mtime, mtime };
+  private times(h: TarEntry): { atime: number; mtime: number } {
+    return { atime: h.atime ?? h.mtime, mtime: h.mtime };
   }
 
-  /** Applies one entry; returns a promise when it has to read the entry's data or wait for the batch. */
-  entry(h: Header, body: Readable): Promise<void> | undefined {
+  /** Applies one entry: a sink when it has data to write, a promise when it waits for the batch. */
+  entry(h: TarEntry): TarEntrySink | undefined | Promise<TarEntrySink | undefined> {
     this.entries++;
     const name = h.name;
     const parts = entryComponents(name);
     if (parts.length === 0) {
-      if (h.type !== "directory") throw invalid(name, `the root can only be a directory, not a ${h.type}`);
-      return this.afterBatch(() => this.directoryMeta("", h));
+      if (h.type !== "directory") throw invalid(name, `the root can only be a directory, not a ${h.type ?? `typeflag ${JSON.stringify(h.typeflag)}`}`);
+      return this.afterBatch(() => {
+        this.directoryMeta("", h);
+        return undefined;
+      });
     }
     for (let i = 0; i < parts.length - 1; i++) if (parts[i].startsWith(".wh.")) throw invalid(name, "a whiteout name used as a directory");
     const base = parts[parts.length - 1];
@@ -232,23 +244,22 @@ class Applier {
     } catch (e) {
       throw invalid(name, (e as Error).message);
     }
-    if (wh.kind !== "none") {
+    if (wh.kind !== "none")
       return this.afterBatch(() => {
         this.whiteout(parts, wh, h);
-        return h.size > 0 ? drain(body) : undefined;
+        return undefined;
       });
-    }
     const file = h.type === "file" || h.type === "contiguous-file";
-    const batched = file ? h.size <= SMALL_FILE : h.type === "directory" || (h.type === "symlink" && h.size === 0);
-    if (batched && !paxXattrs(h)?.size) {
+    const batched = file ? h.size <= SMALL_FILE : h.type === "directory" || h.type === "symlink";
+    if (batched && !h.xattrs?.size) {
       const parent = this.scope.cached(parts.slice(0, -1));
-      if (parent !== undefined) return this.enqueue(h, parts, rel2(parent, base), file ? body : undefined);
+      if (parent !== undefined) return this.enqueue(h, parts, rel2(parent, base));
     }
-    return this.afterBatch(() => this.applyNow(h, parts, body));
+    return this.afterBatch(() => this.applyNow(h, parts));
   }
 
-  /** Applies an entry here and now (no batch pending); a small file's data may be in hand already. */
-  private applyNow(h: Header, parts: string[], data: Readable | Buffer[]): Promise<void> | undefined {
+  /** Applies an entry here and now (no batch pending): a sink for a file's data. */
+  private applyNow(h: TarEntry, parts: string[]): TarEntrySink | undefined {
     const parent = this.scope.dir(parts.slice(0, -1), true, h.name)!;
     const rel = rel2(parent, parts[parts.length - 1]);
     const abs = this.scope.abs(rel);
@@ -256,14 +267,10 @@ class Applier {
     switch (h.type) {
       case "file":
       case "contiguous-file":
-        if (Array.isArray(data)) {
-          this.writeFile(abs, h, data);
-          return undefined;
-        }
-        return this.file(abs, h, data);
+        return this.file(abs, h);
       case "directory":
         this.directory(parts, rel, abs, h);
-        return undefined;
+        break;
       case "symlink":
         this.symlink(abs, h);
         break;
@@ -276,47 +283,57 @@ class Applier {
         this.node(abs, h);
         break;
       default:
-        throw invalid(h.name, `unsupported entry type ${String(h.type)}`);
+        throw invalid(h.name, `unsupported entry type (typeflag ${JSON.stringify(h.typeflag)})`);
     }
-    return h.size > 0 && !Array.isArray(data) ? drain(data) : undefined;
+    return undefined;
   }
 
   /** Runs `fn` once the batch is applied (at once when there is none). */
-  private afterBatch(fn: () => Promise<void> | void | undefined): Promise<void> | undefined {
-    if (this.inflight === undefined && this.queue.length === 0) return fn() ?? undefined;
+  private afterBatch<T>(fn: () => T): T | Promise<T> {
+    if (this.inflight === undefined && this.queue.length === 0) return fn();
     return this.flush().then(fn);
   }
 
-  /** Adds a directory, a symlink, or a small file once its data is read, to the batch; sends the batch when full. */
-  private enqueue(h: Header, parts: string[], rel: string, body: Readable | undefined): Promise<void> | undefined {
+  /** Adds a directory, a symlink, or a small file once its data is in, to the batch; sends the batch when full. */
+  private enqueue(h: TarEntry, parts: string[], rel: string): TarEntrySink | undefined | Promise<undefined> {
     // Read now, so that a bad header fails at its own entry.
-    const q: Queued = { h, parts, rel, uid: this.chown ? paxId(h, "uid") : -1, gid: this.chown ? paxId(h, "gid") : -1, ...this.times(h) };
-    if (h.type === "symlink") {
-      q.target = Buffer.from(symlinkTarget(h));
+    const kind = h.type === "symlink" ? BATCH_SYMLINK : h.type === "directory" ? BATCH_DIR : BATCH_FILE;
+    const target = kind === BATCH_SYMLINK ? symlinkTarget(h) : undefined;
+    const uid = this.chown ? checkedId(h, "uid") : -1;
+    const gid = this.chown ? checkedId(h, "gid") : -1;
+    const abs = this.scope.abs(rel);
+    if (abs.length > BATCH_PATH || (target !== undefined && target.length > BATCH_PATH)) return this.afterBatch(() => this.applyNow(h, parts)) as undefined | Promise<undefined>;
+    const arena = this.arena;
+    const path = arena.used;
+    arena.used += arena.data.write(abs, path);
+    arena.data[arena.used++] = 0;
+    const q: Queued = { h, parts, rel, kind, path, data: arena.used, len: 0, uid, gid, atime: h.atime ?? h.mtime, mtime: h.mtime };
+    if (target !== undefined) {
+      q.len = arena.data.write(target, q.data);
+      arena.used += q.len;
+      arena.data[arena.used++] = 0;
       return this.push(q);
     }
-    if (body === undefined) {
+    if (kind === BATCH_DIR) {
       this.scope.remember(parts, rel);
       return this.push(q);
     }
-    q.data = [];
+    q.len = h.size;
+    arena.used += h.size;
     if (h.size === 0) return this.push(q);
-    return new Promise<void>((resolve, reject) => {
-      body.on("data", (chunk: Buffer) => q.data!.push(chunk));
-      body.on("error", reject);
-      body.on("end", () => {
-        const sent = this.push(q);
-        if (sent) sent.then(resolve, reject);
-        else resolve();
-      });
-    });
+    let at = q.data;
+    return {
+      data: (piece) => {
+        at += piece.copy(arena.data, at);
+      },
+      end: () => this.push(q),
+    };
   }
 
-  private push(q: Queued): Promise<void> | undefined {
+  private push(q: Queued): undefined | Promise<undefined> {
     this.queue.push(q);
-    this.queuedBytes += q.data ? q.h.size : 0;
-    if (this.queue.length < BATCH_RECORDS && this.queuedBytes < BATCH_BYTES) return undefined;
-    return this.send();
+    if (this.queue.length < BATCH_RECORDS && this.arena.used < BATCH_BYTES) return undefined;
+    return this.send().then(() => undefined);
   }
 
   /** Waits for the batch in flight, then sends the queue (not waiting for it). */
@@ -325,9 +342,14 @@ class Applier {
     this.inflight = undefined;
     if (this.queue.length === 0) return;
     const batch = this.queue;
+    const arena = this.arena;
     this.queue = [];
-    this.queuedBytes = 0;
-    const applied = this.apply(batch);
+    this.arena = this.spare ?? newArena();
+    this.arena.used = 0;
+    this.spare = undefined;
+    const applied = this.apply(batch, arena).finally(() => {
+      this.spare = arena;
+    });
     applied.catch(() => {}); // reported by whoever waits for it next
     this.inflight = applied;
   }
@@ -337,35 +359,33 @@ class Applier {
     while (this.inflight !== undefined || this.queue.length > 0) await this.send();
   }
 
-  /** Waits for the batch in flight, ignoring its outcome (an apply that failed elsewhere). */
+  /** After a failure elsewhere: closes the file being written and waits for the batch in flight, ignoring its outcome. */
   async idle(): Promise<void> {
+    this.writing?.close();
     await this.inflight?.catch(() => {});
   }
 
-  private async apply(batch: Queued[]): Promise<void> {
-    const paths: string[] = [];
-    const nums = new Float64Array(batch.length * NUMS);
-    const bufs: Buffer[] = [];
-    const out = new Float64Array(batch.length * 2);
-    batch.forEach((q, i) => {
-      paths.push(this.scope.abs(q.rel));
+  private async apply(batch: Queued[], arena: Arena): Promise<void> {
+    const { nums, out } = arena;
+    for (let i = 0; i < batch.length; i++) {
+      const q = batch[i];
       const o = i * NUMS;
-      nums[o] = q.data ? BATCH_FILE : q.target ? BATCH_SYMLINK : BATCH_DIR;
+      nums[o] = q.kind;
       nums[o + 1] = q.h.mode & 0o7777;
       nums[o + 2] = q.uid;
       nums[o + 3] = q.gid;
       nums[o + 4] = q.atime;
       nums[o + 5] = q.mtime;
-      nums[o + 6] = q.data?.length ?? (q.target ? 1 : 0);
-      if (q.data) bufs.push(...q.data);
-      else if (q.target) bufs.push(q.target);
-    });
-    const done = await this.native.applyBatch(paths, nums, bufs, out);
+      nums[o + 6] = q.path;
+      nums[o + 7] = q.data;
+      nums[o + 8] = q.len;
+    }
+    const done = await this.native.applyBatch(batch.length, arena.data, nums, out);
     for (let i = 0; i < done; i++) {
       const q = batch[i];
       this.kept(q.rel);
-      if (q.data) this.bytes += q.h.size;
-      else if (!q.target) this.dirs.set(q.rel, { mode: q.h.mode & 0o7777, atime: q.atime, mtime: q.mtime, dev: out[2 * i], ino: out[2 * i + 1] });
+      if (q.kind === BATCH_FILE) this.bytes += q.len;
+      else if (q.kind === BATCH_DIR) this.dirs.set(q.rel, { mode: q.h.mode & 0o7777, atime: q.atime, mtime: q.mtime, dev: out[2 * i], ino: out[2 * i + 1] });
     }
     if (done === batch.length) return;
     // The rest, in order, as if there had been no batch: the failure comes
@@ -373,89 +393,68 @@ class Applier {
     this.scope.forget();
     for (const q of batch.slice(done)) {
       try {
-        this.applyNow(q.h, q.parts, q.data ?? []);
+        const sink = this.applyNow(q.h, q.parts);
+        if (sink) this.writeFile(sink as FileSink, arena.data.subarray(q.data, q.data + q.len));
       } catch (e) {
         throw entryError(e, q.h.name);
       }
     }
   }
 
-  /** Streams the data to a new file in batches (sync writes: the stream waits while we write). */
-  private file(abs: string, h: Header, body: Readable): Promise<void> | undefined {
+  /** A new file, its data written as it arrives (on a libuv thread: the parser waits, the other layers do not). */
+  private file(abs: string, h: TarEntry): FileSink {
     const fd = this.replace(abs, () => fs.openSync(abs, CREATE_FLAGS, 0o600));
-    if (h.size === 0) {
-      this.fileMeta(fd, abs, h);
-      return undefined;
-    }
-    return new Promise<void>((resolve, reject) => {
-      let batch: Buffer[] = [];
-      let len = 0;
-      let failed = false;
-      const fail = (e: unknown) => {
-        if (failed) return;
-        failed = true;
+    let open = true;
+    const done = () => {
+      open = false;
+      this.writing = undefined;
+    };
+    const sink: FileSink = {
+      fd,
+      data: async (piece) => {
         try {
-          fs.closeSync(fd);
-        } catch {
-          // the first error is the one to report
-        }
-        reject(e);
-      };
-      const flush = () => {
-        writeAll(fd, batch, len);
-        this.bytes += len;
-        batch = [];
-        len = 0;
-      };
-      body.on("data", (chunk: Buffer) => {
-        if (failed) return;
-        batch.push(chunk);
-        len += chunk.length;
-        if (len < WRITE_BATCH) return;
-        try {
-          flush();
+          await writeAll(fd, piece);
+          this.bytes += piece.length;
         } catch (e) {
-          fail(e);
+          sink.close();
+          throw entryError(e, h.name);
         }
-      });
-      body.on("end", () => {
-        if (failed) return;
-        failed = true;
-        try {
-          if (len > 0) flush();
-        } catch (e) {
-          fs.closeSync(fd);
-          reject(e);
-          return;
-        }
+      },
+      end: () => {
+        if (!open) return;
+        done();
         try {
           this.fileMeta(fd, abs, h);
-          resolve();
         } catch (e) {
-          reject(e);
+          throw entryError(e, h.name);
         }
-      });
-      body.on("error", fail);
-    });
+      },
+      close: () => {
+        if (!open) return;
+        done();
+        fs.closeSync(fd);
+      },
+    };
+    this.writing = sink;
+    return sink;
   }
 
-  /** Writes a small file whose data is in hand. */
-  private writeFile(abs: string, h: Header, data: Buffer[]): void {
-    const fd = this.replace(abs, () => fs.openSync(abs, CREATE_FLAGS, 0o600));
+  /** Writes the data of a file opened by file() at once (a batch's leftovers), and finishes it. */
+  private writeFile(sink: FileSink, data: Buffer): void {
     try {
-      if (h.size > 0) writeAll(fd, data.slice(), h.size);
+      writeAllSync(sink.fd, data);
     } catch (e) {
-      fs.closeSync(fd);
+      sink.close();
       throw e;
     }
-    this.bytes += h.size;
-    this.fileMeta(fd, abs, h);
+    this.bytes += data.length;
+    sink.end();
   }
 
   /** Owner, mode, xattrs and times of a written file; closes it. */
-  private fileMeta(fd: number, abs: string, h: Header): void {
+  private fileMeta(fd: number, abs: string, h: TarEntry): void {
     try {
-      if (this.chown) fs.fchownSync(fd, paxId(h, "uid"), paxId(h, "gid"));
+      if (this.chown) fs.fchownSync(fd, checkedId(h, "uid"), checkedId(h, "gid"));
       fs.fchmodSync(fd, h.mode & 0o7777);
       this.xattrs(abs, h);
       const t = this.times(h);
@@ -465,7 +464,7 @@ class Applier {
     }
   }
 
-  private directory(parts: string[], rel: string, abs: string, h: Header): void {
+  private directory(parts: string[], rel: string, abs: string, h: TarEntry): void {
     try {
       fs.mkdirSync(abs, 0o700);
     } catch (e) {
@@ -477,22 +476,22 @@ class Applier {
       }
     }
     this.scope.remember(parts, rel);
-    if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+    if (this.chown) fs.lchownSync(abs, checkedId(h, "uid"), checkedId(h, "gid"));
     this.xattrs(abs, h);
     this.directoryMeta(rel, h);
   }
 
-  private directoryMeta(rel: string, h: Header): void {
+  private directoryMeta(rel: string, h: TarEntry): void {
     const st = fs.lstatSync(this.scope.abs(rel));
-    if (rel === "" && this.chown) fs.lchownSync(this.scope.root, paxId(h, "uid"), paxId(h, "gid"));
+    if (rel === "" && this.chown) fs.lchownSync(this.scope.root, checkedId(h, "uid"), checkedId(h, "gid"));
     const t = this.times(h);
     this.dirs.set(rel, { mode: h.mode & 0o7777, atime: t.atime, mtime: t.mtime, dev: st.dev, ino: st.ino });
   }
 
-  private symlink(abs: string, h: Header): void {
+  private symlink(abs: string, h: TarEntry): void {
     const target = symlinkTarget(h);
     this.replace(abs, () => fs.symlinkSync(target, abs));
-    if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+    if (this.chown) fs.lchownSync(abs, checkedId(h, "uid"), checkedId(h, "gid"));
     this.xattrs(abs, h);
     const t = this.times(h);
     fs.lutimesSync(abs, t.atime, t.mtime);
@@ -504,7 +503,7 @@ class Applier {
    * directory. A link to a symlink links the symlink itself (link(2) does
    * not follow it) and nothing is ever chmod'ed through it.
    */
-  private hardlink(rel: string, abs: string, h: Header): void {
+  private hardlink(rel: string, abs: string, h: TarEntry): void {
     const linkname = h.linkname ?? "";
     let lparts: string[];
     try {
@@ -521,14 +520,14 @@ class Applier {
     if (tst.isDirectory()) throw invalid(h.name, `hardlink target "${linkname}" is a directory`);
     if (targetRel === rel) return; // a link to itself: nothing to do
     this.replace(abs, () => fs.linkSync(targetAbs, abs));
-    if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+    if (this.chown) fs.lchownSync(abs, checkedId(h, "uid"), checkedId(h, "gid"));
     if (!tst.isSymbolicLink()) fs.chmodSync(abs, h.mode & 0o7777);
     this.xattrs(abs, h);
     const t = this.times(h);
     fs.lutimesSync(abs, t.atime, t.mtime);
   }
 
-  private node(abs: string, h: Header): void {
+  private node(abs: string, h: TarEntry): void {
     const kind = h.type === "character-device" ? S_IFCHR : h.type === "block-device" ? S_IFBLK : S_IFIFO;
     try {
       this.replace(abs, () => this.native.mknod(abs, kind | (h.mode & 0o7777), h.devmajor ?? 0, h.devminor ?? 0));
@@ -537,14 +536,14 @@ class Applier {
       if (kind !== S_IFIFO && !this.root && isErrno(e, "EPERM")) return;
       throw e;
     }
-    if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+    if (this.chown) fs.lchownSync(abs, checkedId(h, "uid"), checkedId(h, "gid"));
     fs.chmodSync(abs, h.mode & 0o7777);
     this.xattrs(abs, h);
     const t = this.times(h);
     fs.lutimesSync(abs, t.atime, t.mtime);
   }
 
-  private whiteout(parts: string[], wh: Exclude<WhiteoutName, { kind: "none" }>, h: Header): void {
+  private whiteout(parts: string[], wh: Exclude<WhiteoutName, { kind: "none" }>, h: TarEntry): void {
     const dirParts = parts.slice(0, -1);
     if (wh.kind === "opaque") {
       const dir = this.scope.dir(dirParts, true, h.name)!;
@@ -559,7 +558,7 @@ class Applier {
       if (this.underOpaque(dir)) return;
       const abs = this.scope.abs(rel2(dir, wh.target));
       this.replace(abs, () => this.native.mknod(abs, S_IFCHR, 0, 0));
-      if (this.chown) fs.lchownSync(abs, paxId(h, "uid"), paxId(h, "gid"));
+      if (this.chown) fs.lchownSync(abs, checkedId(h, "uid"), checkedId(h, "gid"));
       return;
     }
     // Nothing to delete when the directory is not there.
@@ -661,68 +660,29 @@ function depth(rel: string): number {
  * names are contained, nothing is written through a symlink, hardlinks must
  * stay in the root, and the root itself can only be a directory. Errors:
  * INVALID_ARCHIVE naming the entry for a bad archive, IO for the filesystem,
- * and the input stream's own errors (e.g. DIGEST_MISMATCH) as they are.
- * The whole input is consumed, so a verifying stream sees its end.
+ * and the input's own errors (e.g. DIGEST_MISMATCH) as they are. The whole
+ * input is consumed, so a verifying input sees its end. Its chunks may be
+ * buffers it reuses (see readTar).
  */
-export async function applyLayer(tar: Readable, root: string, opts: ApplyOptions): Promise<ApplyResult> {
+export async function applyLayer(tar: AsyncIterable<Buffer>, root: string, opts: ApplyOptions): Promise<ApplyResult> {
   const rootDir = resolve(root);
   fs.mkdirSync(rootDir, { recursive: true });
   if (!fs.lstatSync(rootDir).isDirectory()) throw new StrataError("INVALID_ARGUMENT", `apply layer: ${rootDir} is not a directory`);
   const applier = new Applier(rootDir, opts);
-  const extract = tarExtract();
-  let current = "";
-  let sourceError: unknown;
-  const onSourceError = (e: unknown) => {
-    sourceError = e;
-    extract.destroy(e as Error);
-  };
-  tar.on("error", onSourceError);
   try {
-    await new Promise<void>((resolve, reject) => {
-      let done = false;
-      const fail = (e: unknown) => {
-        if (done) return;
-        done = true;
-        // When the input failed, that is the error to report, whatever the parser or an entry saw next.
-        if (sourceError !== undefined) e = isStrataError(sourceError) ? sourceError : new StrataError("IO", `apply layer: reading the layer: ${(sourceError as Error).message}`, { cause: sourceError });
-        tar.unpipe(extract as unknown as Writable);
-        tar.destroy();
-        extract.destroy();
-        reject(e);
-      };
-      const entryFailed = (e: unknown, name: string) => fail(e === sourceError ? e : entryError(e, name));
-      // The callback API rather than the async iterator: half the parsing cost per entry.
-      extract.on("entry", (header, body, next) => {
-        const h = header as Header;
-        current = h.name;
-        let pending: Promise<void> | undefined;
-        try {
-          pending = applier.entry(h, body as unknown as Readable);
-        } catch (e) {
-          entryFailed(e, h.name);
-          return;
-        }
-        if (pending) pending.then(() => done || next(), (e) => entryFailed(e, h.name));
-        else queueMicrotask(() => done || next()); // not re-entering the parser from its own event
-      });
-      extract.on("error", (e: unknown) => {
-        if (e === sourceError) fail(isStrataError(e) ? e : new StrataError("IO", `apply layer: reading the layer: ${(e as Error).message}`, { cause: e }));
-        else fail(isStrataError(e) ? e : new StrataError("INVALID_ARCHIVE", `invalid layer tar${current ? ` after entry "${current}"` : ""}: ${(e as Error).message}`, { cause: e }));
-      });
-      extract.on("finish", () => {
-        if (done) return;
-        done = true;
-        resolve();
-      });
-      tar.pipe(extract as unknown as Writable);
-    });
+    await readTar(tar, (h) => {
+      try {
+        const r = applier.entry(h);
+        return r instanceof Promise ? r.catch((e) => Promise.reject(entryError(e, h.name))) : r;
+      } catch (e) {
+        throw entryError(e, h.name);
+      }
+    }, "layer tar");
     await applier.flush();
   } catch (e) {
     // Nothing is left writing into the root when the caller cleans it up.
     await applier.idle();
     throw e;
-  } finally {
-    tar.off("error", onSourceError);
   }
   try {
     await applier.finish();

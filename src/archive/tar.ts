@@ -3,7 +3,7 @@ import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import tarStream from "tar-stream";
-import { StrataError } from "../errors/index.js";
+import { StrataError, isStrataError } from "../errors/index.js";
 import { sourceDateEpoch } from "./compression.js";
 
 type TarHeader = Partial<tarStream.Header> & { name: string; pax?: Record<string, string> };
@@ -24,9 +24,10 @@ function devMinor(rdev: number): number {
 
 /*
  * PAX records are `<len> <key>=<value>\n`, the length in bytes. tar-stream
- * reads and writes the values as UTF-8 text, which corrupts binary xattrs
- * (security.capability, user.* blobs), so the two codecs below are ours and
- * are plugged into tar-stream's reader and writer.
+ * writes the values as UTF-8 text, which corrupts binary xattrs
+ * (security.capability, user.* blobs), so the two codecs below are ours: the
+ * writer plugs the encoder into tar-stream's pack, the reader (readTar) is
+ * ours altogether.
  */
 
 /** Encodes PAX records, values byte for byte. */
@@ -61,51 +62,6 @@ export function decodePaxRecords(buf: Buffer): { fields: Record<string, string>;
     off += len;
   }
   return { fields, xattrs };
-}
-
-const paxXattrMap = new WeakMap<object, Map<string, Buffer>>();
-
-/** The extended attributes of an entry read by `tarExtract()`, byte for byte. */
-export function paxXattrs(header: { pax?: unknown }): Map<string, Buffer> | undefined {
-  const pax = header.pax;
-  return pax && typeof pax === "object" ? paxXattrMap.get(pax) : undefined;
-}
-
-interface ExtractInternals {
-  _header: { type: string } | null;
-  _pax: Record<string, string> | null;
-  _paxGlobal: Record<string, string> | null;
-  _decodeLongHeader(buf: Buffer): void;
-}
-
-/**
- * The project's tar reader: tar-stream's extractor (PAX, GNU long names,
- * base-256 numbers) with a binary-safe PAX decoder, so that `paxXattrs()`
- * gives xattr values byte for byte. `header.pax` keeps the text fields
- * (path, linkpath, uid, gid, mtime, …).
- */
-export function tarExtract(): tarStream.Extract {
-  const extract = tarStream.extract();
-  const x = extract as unknown as ExtractInternals;
-  const original = x._decodeLongHeader;
-  if (typeof original !== "function" || !("_paxGlobal" in x))
-    throw new StrataError("UNSUPPORTED", "tar-stream internals changed: cannot read binary PAX records");
-  x._decodeLongHeader = function (this: ExtractInternals, buf: Buffer) {
-    const type = this._header?.type;
-    if (type !== "pax-header" && type !== "pax-global-header") return original.call(this, buf);
-    const { fields, xattrs } = decodePaxRecords(buf);
-    if (type === "pax-global-header") {
-      this._paxGlobal = fields;
-      paxXattrMap.set(fields, xattrs);
-      return;
-    }
-    const global = this._paxGlobal;
-    const merged = global === null ? fields : Object.assign({}, global, fields);
-    const globalX = global === null ? undefined : paxXattrMap.get(global);
-    paxXattrMap.set(merged, globalX?.size ? new Map([...globalX, ...xattrs]) : xattrs);
-    this._pax = merged;
-  };
-  return extract;
 }
 
 interface PackInternals {
@@ -297,4 +253,360 @@ export function packDirectory(root: string, xattrs?: (abs: string) => readonly (
     .then(() => writer.finalize())
     .catch((e) => writer.fail(e, `pack ${root}`));
   return writer.stream;
+}
+
+// ---- the reader ------------------------------------------------------------
+
+export type TarEntryType = "file" | "link" | "symlink" | "character-device" | "block-device" | "directory" | "fifo" | "contiguous-file";
+
+/** One entry's header, with its GNU long-name and PAX records applied. */
+export interface TarEntry {
+  name: string;
+  /** undefined: a typeflag this reader does not know (`typeflag` says which) */
+  type: TarEntryType | undefined;
+  typeflag: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** bytes of data that follow (0 for header-only types, whatever the header says) */
+  size: number;
+  /** seconds since the epoch; PAX times may have a fraction */
+  mtime: number;
+  atime: number | undefined;
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+  /** `SCHILY.xattr.*` PAX records, values byte for byte */
+  xattrs: Map<string, Buffer> | undefined;
+}
+
+/**
+ * Where an entry's data goes. A piece is a view into the reader's input and
+ * is valid only during the call (or until the promise it returns settles):
+ * keep a copy, not the piece.
+ */
+export interface TarEntrySink {
+  data(piece: Buffer): void | Promise<void>;
+  end(): void | Promise<void>;
+}
+
+/** Called once per entry, in order; a sink receives its data, none skips it. A promise is waited for. */
+export type TarVisitor = (entry: TarEntry) => TarEntrySink | undefined | Promise<TarEntrySink | undefined>;
+
+const TYPES: Record<string, TarEntryType> = { "0": "file", "\0": "file", "1": "link", "2": "symlink", "3": "character-device", "4": "block-device", "5": "directory", "6": "fifo", "7": "contiguous-file" };
+/** PAX, GNU long name/link: most are a few hundred bytes; more is refused rather than held. */
+const MAX_META = 1 << 20;
+const BLOCK = 512;
+
+/** A malformed archive; readTar() turns it into INVALID_ARCHIVE naming its input. */
+class BadTar extends Error {}
+
+/** An octal field (spaces or NULs around it) or a base-256 one (high bit set); NaN when it is neither. */
+function numeric(b: Buffer, off: number, len: number): number {
+  const end = off + len;
+  if (b[off] & 0x80) {
+    // base-256, two's complement: bit 0x40 of the first byte is the sign
+    const inv = b[off] & 0x40 ? 0xff : 0;
+    let n = 0;
+    for (let i = off; i < end; i++) {
+      let c = b[i] ^ inv;
+      if (i === off) c &= 0x7f;
+      n = n * 256 + c;
+    }
+    if (n > Number.MAX_SAFE_INTEGER) return NaN;
+    return inv ? -n - 1 : n;
+  }
+  let i = off;
+  while (i < end && (b[i] === 0x20 || b[i] === 0)) i++;
+  let n = 0;
+  for (; i < end; i++) {
+    const c = b[i];
+    if (c < 0x30 || c > 0x37) break;
+    n = n * 8 + (c - 0x30);
+  }
+  for (; i < end; i++) if (b[i] !== 0x20 && b[i] !== 0) return NaN;
+  return n;
+}
+
+function field(b: Buffer, off: number, len: number, what: string): number {
+  const n = numeric(b, off, len);
+  if (Number.isNaN(n)) throw new BadTar(`header field ${what} is not a number`);
+  return n;
+}
+
+/** A NUL-terminated string field. */
+function text(b: Buffer, off: number, len: number): string {
+  let end = off;
+  const max = off + len;
+  while (end < max && b[end] !== 0) end++;
+  return b.toString("utf8", off, end);
+}
+
+function checksumOk(b: Buffer, off: number): boolean {
+  const stored = numeric(b, off + 148, 8);
+  let unsigned = 8 * 0x20;
+  let signed = 8 * 0x20;
+  for (let i = off; i < off + BLOCK; i++) {
+    if (i === off + 148) i += 8;
+    const c = b[i];
+    unsigned += c;
+    signed += c > 127 ? c - 256 : c;
+  }
+  return stored === unsigned || stored === signed;
+}
+
+const USTAR = Buffer.from("ustar\x0000", "latin1");
+/** POSIX ustar magic and version: the name has a prefix field (GNU and v7 headers use those bytes otherwise). */
+function isUstar(b: Buffer, off: number): boolean {
+  for (let i = 0; i < 8; i++) if (b[off + 257 + i] !== USTAR[i]) return false;
+  return true;
+}
+
+function isZeroBlock(b: Buffer, off: number): boolean {
+  for (let i = off; i < off + BLOCK; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+function paxNumber(fields: Record<string, string>, key: string): number | undefined {
+  const v = fields[key];
+  if (v === undefined) return undefined;
+  const n = v.trim() === "" ? NaN : Number(v);
+  if (!Number.isFinite(n)) throw new BadTar(`PAX ${key} "${v}" is not a number`);
+  return n;
+}
+
+/** The input's chunks; its failures that are not StrataErrors become IO errors. */
+async function* inputChunks(input: AsyncIterable<Buffer>, what: string): AsyncGenerator<Buffer> {
+  const it = input[Symbol.asyncIterator]();
+  let done = false;
+  try {
+    for (;;) {
+      let r: IteratorResult<Buffer>;
+      try {
+        r = await it.next();
+      } catch (e) {
+        done = true;
+        throw isStrataError(e) ? e : new StrataError("IO", `reading the ${what}: ${(e as Error).message}`, { cause: e });
+      }
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    if (!done) await it.return?.(); // stopped early: the input is closed (a stream destroyed, a file handle closed)
+  }
+}
+
+/** readTar's states: what the next input bytes are. */
+const HEADER = 0;
+const META = 1;
+const DATA = 2;
+const PADDING = 3;
+const END = 4;
+
+/**
+ * The project's one tar reader. It parses the input as it arrives, with no
+ * stream per entry: each entry's header goes to `visit`, and its data, as
+ * views into the input, to the sink `visit` returns. Input chunks may be
+ * buffers the source reuses once asked for the next (the content store's
+ * verified reads do), since nothing here keeps a view past a call.
+ *
+ * Formats: ustar, GNU and v7 headers; PAX extended headers (path, linkpath,
+ * size, uid, gid, mtime, atime, binary-safe `SCHILY.xattr.*`); GNU long
+ * names and link names; base-256 numbers. As Go's archive/tar (and so
+ * Docker): a `\0` typeflag with a trailing slash is a directory, header-only
+ * types (links, devices, directories, FIFOs) carry no data whatever their
+ * size field says, global PAX headers are read and ignored, and two zero
+ * blocks end the archive (what follows is read and ignored, so a verifying
+ * input still sees its end). Malformed input is INVALID_ARCHIVE ("invalid
+ * <what>: …", `what` naming the input, default "tar"); the input's own
+ * StrataErrors and the visitor's errors pass through as they are, other
+ * input failures become IO ("reading the <what>: …").
+ * Resolves with the number of entries.
+ */
+export async function readTar(input: AsyncIterable<Buffer>, visit: TarVisitor, what = "tar"): Promise<number> {
+  try {
+    return await parse(inputChunks(input, what), visit);
+  } catch (e) {
+    if (e instanceof BadTar) throw new StrataError("INVALID_ARCHIVE", `invalid ${what}: ${e.message}`);
+    throw e;
+  }
+}
+
+async function parse(input: AsyncIterable<Buffer>, visit: TarVisitor): Promise<number> {
+  let state: number = HEADER;
+  const partial = Buffer.allocUnsafe(BLOCK); // a header split across input chunks
+  let partialLen = 0;
+  let zeroBlocks = 0;
+  let meta: Buffer | undefined; // a PAX or GNU long-name body being gathered
+  let metaLen = 0;
+  let metaType = "";
+  let longName: string | undefined;
+  let longLink: string | undefined;
+  let pax: ReturnType<typeof decodePaxRecords> | undefined;
+  let sink: TarEntrySink | undefined;
+  let remaining = 0; // bytes of data (or meta) left
+  let padding = 0;
+  let entries = 0;
+  let last = "";
+
+  const header = async (b: Buffer, off: number): Promise<void> => {
+    if (isZeroBlock(b, off)) {
+      if (++zeroBlocks === 2) state = END;
+      return;
+    }
+    if (zeroBlocks) throw new BadTar(`a lone zero block before a header${last ? ` (after entry "${last}")` : ""}`);
+    if (!checksumOk(b, off)) throw new BadTar(`bad header checksum${last ? ` after entry "${last}"` : ""}`);
+    const flag = String.fromCharCode(b[off + 156]);
+    const size = field(b, off + 124, 12, "size");
+    if (size < 0) throw new BadTar("negative size");
+    if (flag === "x" || flag === "g" || flag === "L" || flag === "K") {
+      if (size > MAX_META) throw new BadTar(`a ${flag === "x" || flag === "g" ? "PAX" : "GNU long name"} header of ${size} bytes (at most ${MAX_META} are read)`);
+      metaType = flag;
+      meta = Buffer.allocUnsafe(size);
+      metaLen = 0;
+      remaining = size;
+      padding = -size & (BLOCK - 1);
+      state = size ? META : padding ? PADDING : HEADER;
+      if (!size) endMeta();
+      return;
+    }
+    const ustar = isUstar(b, off);
+    let name = text(b, off, 100);
+    if (ustar && b[off + 345] !== 0) name = `${text(b, off + 345, 155)}/${name}`;
+    let type: TarEntryType | undefined = TYPES[flag];
+    if (flag === "\0" && name.endsWith("/")) type = "directory";
+    const e: TarEntry = {
+      name: longName ?? name,
+      type,
+      typeflag: flag,
+      mode: field(b, off + 100, 8, "mode"),
+      uid: field(b, off + 108, 8, "uid"),
+      gid: field(b, off + 116, 8, "gid"),
+      size,
+      mtime: field(b, off + 136, 12, "mtime"),
+      atime: undefined,
+      linkname: longLink ?? text(b, off + 157, 100),
+      devmajor: type === "character-device" || type === "block-device" ? field(b, off + 329, 8, "devmajor") : 0,
+      devminor: type === "character-device" || type === "block-device" ? field(b, off + 337, 8, "devminor") : 0,
+      xattrs: undefined,
+    };
+    longName = longLink = undefined;
+    if (pax) {
+      const f = pax.fields;
+      if (f.path !== undefined) e.name = f.path;
+      if (f.linkpath !== undefined) e.linkname = f.linkpath;
+      const s = paxNumber(f, "size");
+      if (s !== undefined) {
+        if (!Number.isSafeInteger(s) || s < 0) throw new BadTar(`PAX size "${f.size}" of "${e.name}"`);
+        e.size = s;
+      }
+      e.uid = paxNumber(f, "uid") ?? e.uid;
+      e.gid = paxNumber(f, "gid") ?? e.gid;
+      e.mtime = paxNumber(f, "mtime") ?? e.mtime;
+      e.atime = paxNumber(f, "atime");
+      if (pax.xattrs.size) e.xattrs = pax.xattrs;
+      if (Object.keys(f).some((k) => k.startsWith("GNU.sparse."))) throw new StrataError("UNSUPPORTED", `tar entry "${e.name}": GNU sparse files are not supported`);
+      pax = undefined;
+    }
+    if (type !== "file" && type !== "contiguous-file") e.size = 0;
+    entries++;
+    last = e.name;
+    // An unknown type's data is skipped by its header's size.
+    remaining = type === undefined ? size : e.size;
+    padding = -remaining & (BLOCK - 1);
+    const got = visit(e);
+    sink = got instanceof Promise ? await got : got;
+    state = remaining ? DATA : padding ? PADDING : HEADER;
+    if (remaining === 0 && sink) {
+      const ended = sink.end();
+      sink = undefined;
+      if (ended) await ended;
+    }
+  };
+
+  const endMeta = (): void => {
+    const body = meta!;
+    meta = undefined;
+    if (metaType === "x") pax = decodePaxRecords(body);
+    else if (metaType === "g") decodePaxRecords(body); // checked, then ignored (as Docker does)
+    else {
+      const nul = body.indexOf(0);
+      const s = body.toString("utf8", 0, nul < 0 ? body.length : nul);
+      if (metaType === "L") longName = s;
+      else longLink = s;
+    }
+  };
+
+  for await (const chunk of input) {
+    let off = 0;
+    const len = chunk.length;
+    while (off < len) {
+      switch (state) {
+        case HEADER: {
+          if (partialLen === 0 && len - off >= BLOCK) {
+            const at = off;
+            off += BLOCK;
+            await header(chunk, at);
+          } else {
+            const n = Math.min(BLOCK - partialLen, len - off);
+            chunk.copy(partial, partialLen, off, off + n);
+            partialLen += n;
+            off += n;
+            if (partialLen === BLOCK) {
+              partialLen = 0;
+              await header(partial, 0);
+            }
+          }
+          break;
+        }
+        case META: {
+          const n = Math.min(remaining, len - off);
+          chunk.copy(meta!, metaLen, off, off + n);
+          metaLen += n;
+          off += n;
+          remaining -= n;
+          if (remaining === 0) {
+            endMeta();
+            state = padding ? PADDING : HEADER;
+          }
+          break;
+        }
+        case DATA: {
+          const n = Math.min(remaining, len - off);
+          const piece = chunk.subarray(off, off + n);
+          off += n;
+          remaining -= n;
+          if (sink) {
+            const wrote = sink.data(piece);
+            if (wrote) await wrote;
+          }
+          if (remaining === 0) {
+            state = padding ? PADDING : HEADER;
+            if (sink) {
+              const ended = sink.end();
+              sink = undefined;
+              if (ended) await ended;
+            }
+          }
+          break;
+        }
+        case PADDING: {
+          const n = Math.min(padding, len - off);
+          off += n;
+          padding -= n;
+          if (padding === 0) state = HEADER;
+          break;
+        }
+        case END:
+          off = len; // trailing blocks: read, ignored
+          break;
+      }
+    }
+  }
+  // The end of the input at an entry boundary is an end too (as Go's reader takes it).
+  if (state === END || (state === HEADER && partialLen === 0)) return entries;
+  throw new BadTar(`unexpected end of data${last ? ` after entry "${last}"` : ""}`);
 }

@@ -2,12 +2,11 @@ import * as fs from "node:fs";
 import { constants as fsConstants, type Stats } from "node:fs";
 import { posix, resolve as resolveLocal } from "node:path";
 import type { Readable, Writable } from "node:stream";
-import type tarStream from "tar-stream";
 import { StrataError, isErrno, isStrataError } from "../errors/index.js";
 import { nativeFs } from "../native/index.js";
 import { RootScope, entryComponents } from "../archive/safejoin.js";
-import { LayerWriter, paxXattrs, tarExtract } from "../archive/tar.js";
-import { drain, restoreDirs, type DirMeta } from "../archive/extract.js";
+import { LayerWriter, readTar, type TarEntry, type TarEntrySink } from "../archive/tar.js";
+import { restoreDirs, type DirMeta } from "../archive/extract.js";
 import { isMounted, mountAll, unmount } from "../snapshot/mount.js";
 import type { Container } from "./containers.js";
 import type { Engine } from "./index.js";
@@ -422,19 +421,11 @@ async function pipe(src: Source, name: string, target: CopyExtractor, skip?: str
 
 // ---- the destination side: scoped extraction --------------------------------
 
-type Header = tarStream.Header & { pax?: Record<string, string> | null };
+type Header = TarEntry;
 /** "keep": the tar's ids; "none": whoever runs the copy; or these ids for everything. */
 type Owner = "keep" | "none" | { uid: number; gid: number };
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, S_IFCHR, S_IFBLK, S_IFIFO } = fsConstants;
-
-function headerNumber(h: Header, key: string, fallback: number): number {
-  const v = h.pax?.[key];
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new StrataError("INVALID_ARCHIVE", `invalid tar entry "${h.name}": PAX ${key} "${v}" is not a number`);
-  return n;
-}
 
 /**
  * Writes tar entries below `base` (a real relative directory) inside `root`.
@@ -448,6 +439,8 @@ class CopyExtractor {
   private readonly baseParts: string[];
   private readonly dirs = new Map<string, DirMeta>();
   private readonly root = process.getuid?.() === 0;
+  /** the file being written */
+  private open: fs.promises.FileHandle | undefined;
   bytes = 0;
 
   constructor(
@@ -464,7 +457,7 @@ class CopyExtractor {
     if (this.owner === "none") return undefined;
     if (this.owner !== "keep") return [this.owner.uid, this.owner.gid];
     const id = (k: "uid" | "gid") => {
-      const n = headerNumber(h, k, h[k] ?? 0);
+      const n = h[k];
       if (!Number.isInteger(n) || n < 0 || n > 0xfffffffe) throw new StrataError("INVALID_ARCHIVE", `invalid tar entry "${h.name}": ${k} ${n} is out of range`);
       return n;
     };
@@ -472,14 +465,12 @@ class CopyExtractor {
   }
 
   private times(h: Header): { atime: number; mtime: number } {
-    const mtime = headerNumber(h, "mtime", h.mtime ? h.mtime.getTime() / 1000 : 0);
-    return { atime: headerNumber(h, "atime", mtime), mtime };
+    return { atime: h.atime ?? h.mtime, mtime: h.mtime };
   }
 
   private xattrs(abs: string, h: Header): void {
-    const xs = paxXattrs(h);
-    if (!xs) return;
-    for (const [name, value] of xs) {
+    if (!h.xattrs) return;
+    for (const [name, value] of h.xattrs) {
       if (name.startsWith("trusted.overlay.")) continue;
       try {
         nativeFs().lsetxattr(abs, name, value);
@@ -489,13 +480,14 @@ class CopyExtractor {
     }
   }
 
-  async entry(h: Header, body: Readable): Promise<void> {
+  /** One entry: a sink for a file's data. */
+  async entry(h: Header): Promise<TarEntrySink | undefined> {
     const parts = entryComponents(h.name);
     const isDir = h.type === "directory";
     if (parts.length === 0) {
       // The extraction directory itself (`.`): it exists and stays as it is, as Docker's Untar leaves it.
       if (!isDir) throw new StrataError("CONFLICT", `cannot overwrite directory "${this.show(this.base)}" with non-directory "${this.show(this.base)}"`);
-      return drain(body);
+      return undefined;
     }
     const full = [...this.baseParts, ...parts];
     const parent = this.scope.dir(full.slice(0, -1), true, h.name)!;
@@ -507,7 +499,7 @@ class CopyExtractor {
     if (st && !st.isDirectory() && isDir) throw new StrataError("CONFLICT", `cannot overwrite non-directory "${this.show(rel)}" with directory "${this.show(this.base)}"`);
     if (h.type === "link") {
       await this.hardlink(h, rel, abs);
-      return drain(body);
+      return undefined;
     }
     if (st && !isDir) {
       fs.unlinkSync(abs);
@@ -518,7 +510,7 @@ class CopyExtractor {
     switch (h.type) {
       case "file":
       case "contiguous-file":
-        return this.file(abs, h, body, ids, t);
+        return this.file(abs, h, ids, t);
       case "directory": {
         if (!st) fs.mkdirSync(abs, 0o700);
         this.scope.remember(full, rel);
@@ -554,25 +546,44 @@ class CopyExtractor {
         break;
       }
       default:
-        throw new StrataError("INVALID_ARCHIVE", `invalid tar entry "${h.name}": unsupported type ${String(h.type)}`);
+        throw new StrataError("INVALID_ARCHIVE", `invalid tar entry "${h.name}": unsupported type (typeflag ${JSON.stringify(h.typeflag)})`);
     }
-    if (h.size > 0) await drain(body);
+    return undefined;
   }
 
-  private async file(abs: string, h: Header, body: Readable, ids: [number, number] | undefined, t: { atime: number; mtime: number }): Promise<void> {
+  private async file(abs: string, h: Header, ids: [number, number] | undefined, t: { atime: number; mtime: number }): Promise<TarEntrySink> {
     const fh = await fs.promises.open(abs, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-    try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
-        for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off)).bytesWritten;
-        this.bytes += chunk.length;
+    this.open = fh;
+    const finish = async (ok: boolean) => {
+      this.open = undefined;
+      try {
+        if (!ok) return;
+        if (ids) await fh.chown(ids[0], ids[1]);
+        await fh.chmod(h.mode & 0o7777); // after chown, which clears setuid/setgid
+        this.xattrs(abs, h);
+        await fh.utimes(t.atime, t.mtime);
+      } finally {
+        await fh.close();
       }
-      if (ids) await fh.chown(ids[0], ids[1]);
-      await fh.chmod(h.mode & 0o7777); // after chown, which clears setuid/setgid
-      this.xattrs(abs, h);
-      await fh.utimes(t.atime, t.mtime);
-    } finally {
-      await fh.close();
-    }
+    };
+    return {
+      data: async (piece) => {
+        try {
+          for (let off = 0; off < piece.length; ) off += (await fh.write(piece, off)).bytesWritten;
+        } catch (e) {
+          await finish(false).catch(() => {});
+          throw e;
+        }
+        this.bytes += piece.length;
+      },
+      end: () => finish(true),
+    };
+  }
+
+  /** After a failure: closes the file being written, if any. */
+  async abort(): Promise<void> {
+    await this.open?.close().catch(() => {});
+    this.open = undefined;
   }
 
   /** A hardlink's target is named like an entry (below `base`, resolved in scope), must exist and must not be a directory. */
@@ -608,42 +619,13 @@ class CopyExtractor {
  * handles that as an error: waiting for it to drain could outlive the command).
  */
 async function extractTar(input: Readable, target: CopyExtractor): Promise<number> {
-  const extract = tarExtract();
-  await new Promise<void>((resolve, reject) => {
-    let done = false;
-    const fail = (e: unknown, from: "entry" | "input" | "tar") => {
-      if (done) return;
-      done = true;
-      flow.stop();
-      extract.destroy();
-      let err: unknown = e;
-      if (!isStrataError(e)) {
-        const msg = (e as Error)?.message ?? String(e);
-        err =
-          from === "tar"
-            ? new StrataError("INVALID_ARCHIVE", `invalid tar stream: ${msg}`, { cause: e })
-            : new StrataError("IO", from === "input" ? `copy: reading the source: ${msg}` : `copy: ${msg}`, { cause: e });
-      }
-      input.destroy();
-      reject(err);
-    };
-    extract.on("entry", (header, body, next) => {
-      // A failed entry destroys the extractor, and with it this entry's stream: that error is reported once, by fail().
-      body.on("error", () => {});
-      target.entry(header as Header, body as unknown as Readable).then(
-        () => next(),
-        (e) => fail(e, "entry"),
-      );
-    });
-    extract.on("error", (e) => fail(e, "tar"));
-    extract.on("finish", () => {
-      if (done) return;
-      done = true;
-      resolve();
-    });
-    input.on("error", (e) => fail(e, "input"));
-    const flow = pump(input, extract as unknown as Writable);
-  });
+  try {
+    await readTar(input, (h) => target.entry(h), "tar stream");
+  } catch (e) {
+    await target.abort();
+    input.destroy();
+    throw isStrataError(e) ? e : new StrataError("IO", `copy: ${(e as Error).message}`, { cause: e });
+  }
   await target.finish();
   return target.bytes;
 }

@@ -186,7 +186,7 @@ export class Engine {
       await sn.prepare(key, parent);
       try {
         const target = await sn.applyTarget(key);
-        await applyLayer(await x.layer.uncompressed(), target.dir, { whiteouts: target.whiteouts });
+        await applyLayer(await x.layer.diffChunks(), target.dir, { whiteouts: target.whiteouts });
       } catch (e) {
         await sn.remove(key).catch(() => {});
         throw wrap(e, "IO", `unpack layer ${x.layer.digest}`);

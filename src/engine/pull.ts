@@ -470,7 +470,7 @@ async function stackSnapshots(engine: Engine, image: PreparedImage, keys: (strin
       await sn.prepare(key);
       keys[i] = key;
       const target = await sn.applyTarget(key);
-      await applyLayer(await layers[i].uncompressed(), target.dir, { whiteouts: target.whiteouts }).catch((e) => {
+      await applyLayer(await layers[i].diffChunks(), target.dir, { whiteouts: target.whiteouts }).catch((e) => {
         throw wrap(e, "IO", `unpack layer ${l.digest}`);
       });
     }

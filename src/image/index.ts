@@ -14,6 +14,13 @@ export interface Layer {
   readonly uncompressedSize: number;
   open(): Promise<Readable>;
   uncompressed(): Promise<Readable>;
+  /**
+   * The same uncompressed bytes, verified, as chunks that may be overwritten
+   * once the next is asked for (a layer stored plain is read into one reused
+   * buffer, with no stream): for readers that copy what they keep, as
+   * readTar does.
+   */
+  diffChunks(): Promise<AsyncIterable<Buffer>>;
 }
 
 /** An image, lazy like go-containerregistry's v1.Image: construction does no I/O; accessors are memoised. */
@@ -61,13 +68,14 @@ export class StoreImage implements Image {
 }
 
 export function storeLayer(content: ContentStore, r: ImageLayerRow): Layer {
-  return {
+  const layer: Layer = {
     digest: r.digest,
     mediaType: r.media_type,
     size: r.size,
     diffId: r.diff_id,
     uncompressedSize: r.uncompressed_size,
     open: () => content.open(r.digest, r.size),
+    diffChunks: async () => (r.digest === r.diff_id && r.size === r.uncompressed_size ? content.chunks(r.digest, r.size) : layer.uncompressed()),
     uncompressed: async () => {
       // A blob stored uncompressed is its own diff: the store's verified read checks it once.
       if (r.digest === r.diff_id && r.size === r.uncompressed_size) return content.open(r.digest, r.size);
@@ -82,6 +90,7 @@ export function storeLayer(content: ContentStore, r: ImageLayerRow): Layer {
       return plain.pipe(verify);
     },
   };
+  return layer;
 }
 
 export function notFound(ref: string): StrataError {

@@ -3,12 +3,12 @@ import * as fs from "node:fs/promises";
 import { posix } from "node:path";
 import type { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
-import tarStream from "tar-stream";
 import { StrataError, wrap } from "../errors/index.js";
 import { chainIds, digestHex, sha256, type Digest } from "../digest/index.js";
 import { DigestStream } from "../digest/stream.js";
 import type { ContentStore, PendingBlob } from "../content/index.js";
 import { decompress, detectCompression, type Compression } from "../archive/compression.js";
+import { readTar, type TarEntrySink } from "../archive/tar.js";
 import {
   MAX_MANIFEST_BYTES, MediaType, ANNOTATION_REF_NAME, hostPlatform, isIndexMediaType, isManifestMediaType,
   parseConfig, parseIndex, parseManifest, platformMatches, type Descriptor, type ImageConfig,
@@ -77,33 +77,27 @@ export async function readArchive(content: ContentStore, input: Readable): Promi
     await Promise.all(all.map((p) => p.abort()));
   };
   try {
-    const extract = tarStream.extract();
     const plain = await decompress(input);
-    plain.on("error", (e) => extract.destroy(e));
-    plain.pipe(extract);
-    let any = false;
-    for await (const entry of extract) {
-      any = true;
-      const h = entry.header;
-      const path = normalizePath(h.name);
-      if (path === undefined) {
-        entry.resume();
-        continue;
-      }
-      if (h.type === "symlink" && h.linkname) {
-        const target = normalizePath(posix.join(posix.dirname(path), h.linkname));
-        if (target) links.set(path, target);
-        entry.resume();
-      } else if (h.type === "link" && h.linkname) {
-        const target = normalizePath(h.linkname);
-        if (target) links.set(path, target);
-        entry.resume();
-      } else if (h.type === "file" || h.type === "contiguous-file") {
-        const pending = await content.begin();
-        all.push(pending);
-        members.set(path, await ingestMember(path, entry as unknown as Readable, pending));
-      } else entry.resume();
-    }
+    const any = await readTar(
+      plain,
+      async (h) => {
+        const path = normalizePath(h.name);
+        if (path === undefined) return undefined;
+        if (h.type === "symlink" && h.linkname) {
+          const target = normalizePath(posix.join(posix.dirname(path), h.linkname));
+          if (target) links.set(path, target);
+        } else if (h.type === "link" && h.linkname) {
+          const target = normalizePath(h.linkname);
+          if (target) links.set(path, target);
+        } else if (h.type === "file" || h.type === "contiguous-file") {
+          const pending = await content.begin();
+          all.push(pending);
+          return memberSink(path, pending, (m) => members.set(path, m));
+        }
+        return undefined;
+      },
+      "archive",
+    );
     if (!any) bad("archive is empty or not a tar file");
     return await resolve(members, links, cleanup);
   } catch (e) {
@@ -113,38 +107,43 @@ export async function readArchive(content: ContentStore, input: Readable): Promi
   }
 }
 
-async function ingestMember(path: string, entry: Readable, pending: PendingBlob): Promise<Member> {
+/** Ingests one member as its data arrives; a gzip member is also decompressed and hashed for its diffID. */
+function memberSink(path: string, pending: PendingBlob, done: (m: Member) => void): TarEntrySink {
   let compression: Compression | undefined;
   let gunzip: import("node:zlib").Gunzip | undefined;
   let plainHash: DigestStream | undefined;
   let plainError: string | undefined;
-  for await (const chunk of entry) {
-    const b = chunk as Buffer;
-    if (compression === undefined) {
-      compression = detectCompression(b);
-      if (compression === "gzip") {
-        gunzip = createGunzip();
-        plainHash = new DigestStream();
-        gunzip.on("error", (e) => {
-          plainError = e.message;
-          gunzip?.unpipe();
-        });
-        gunzip.pipe(plainHash).resume();
+  return {
+    async data(b) {
+      if (compression === undefined) {
+        compression = detectCompression(b);
+        if (compression === "gzip") {
+          gunzip = createGunzip();
+          plainHash = new DigestStream();
+          gunzip.on("error", (e) => {
+            plainError = e.message;
+            gunzip?.unpipe();
+          });
+          gunzip.pipe(plainHash).resume();
+        }
       }
-    }
-    await pending.write(b);
-    if (gunzip && plainError === undefined && !gunzip.write(b)) await Promise.race([once(gunzip, "drain"), once(gunzip, "error").catch(() => {})]);
-  }
-  let plain: Member["plain"];
-  if (gunzip && plainHash) {
-    if (plainError === undefined) {
-      gunzip.end();
-      await Promise.race([once(plainHash, "end"), once(gunzip, "error").catch(() => {})]);
-    }
-    plain = plainError === undefined ? { digest: plainHash.digest(), size: plainHash.bytes } : { error: plainError };
-  }
-  const info = await pending.finish();
-  return { path, pending, digest: info.digest, size: info.size, compression: compression ?? "none", plain };
+      await pending.write(b);
+      // gunzip keeps what it is given until it has read it: a copy, not the reader's piece
+      if (gunzip && plainError === undefined && !gunzip.write(Buffer.from(b))) await Promise.race([once(gunzip, "drain"), once(gunzip, "error").catch(() => {})]);
+    },
+    async end() {
+      let plain: Member["plain"];
+      if (gunzip && plainHash) {
+        if (plainError === undefined) {
+          gunzip.end();
+          await Promise.race([once(plainHash, "end"), once(gunzip, "error").catch(() => {})]);
+        }
+        plain = plainError === undefined ? { digest: plainHash.digest(), size: plainHash.bytes } : { error: plainError };
+      }
+      const info = await pending.finish();
+      done({ path, pending, digest: info.digest, size: info.size, compression: compression ?? "none", plain });
+    },
+  };
 }
 
 async function resolve(members: Map<string, Member>, links: Map<string, string>, cleanup: () => Promise<void>): Promise<PreparedLoad> {

@@ -11,14 +11,15 @@ export interface NativeFs {
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   umount2(target: string, flags: number): void;
   /**
-   * Applies records in order on a libuv thread, stopping at the first failure
-   * (see native/strata_fs.c); resolves with the number applied. `nums` holds
-   * BATCH_FIELDS numbers per record, a file record takes the next `nbufs`
-   * buffers of `bufs` as its data, a symlink record the next one (nbufs 1) as
-   * its target, a directory record writes its device and inode to `out[2i]`,
-   * `out[2i + 1]`.
+   * Applies `n` records in order on a libuv thread, stopping at the first
+   * failure (see native/strata_fs.c); resolves with the number applied.
+   * `nums` holds BATCH_FIELDS numbers per record: its path (absolute,
+   * NUL-terminated) is at offset `path` of `data`, a file's content is the
+   * `len` bytes at offset `data`, a symlink's target the same (followed by a
+   * NUL). A directory record writes its device and inode to `out[2i]`,
+   * `out[2i + 1]`. `data`, `nums` and `out` must stay untouched until it settles.
    */
-  applyBatch(paths: string[], nums: Float64Array, bufs: Buffer[], out: Float64Array): Promise<number>;
+  applyBatch(n: number, data: Buffer, nums: Float64Array, out: Float64Array): Promise<number>;
   /**
    * Sets directory modes and times in the order given, on a libuv thread,
    * through no-follow handles; a directory gone or not the one recorded is
@@ -36,7 +37,7 @@ export interface NativeFs {
 }
 
 /** The numbers of one applyBatch record, in this order (uid -1: no chown). */
-export const BATCH_FIELDS = ["kind", "mode", "uid", "gid", "atime", "mtime", "nbufs"] as const;
+export const BATCH_FIELDS = ["kind", "mode", "uid", "gid", "atime", "mtime", "path", "data", "len"] as const;
 export const BATCH_FILE = 0;
 export const BATCH_DIR = 1;
 export const BATCH_SYMLINK = 2;

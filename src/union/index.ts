@@ -1,4 +1,5 @@
 import type { Readable } from "node:stream";
+import type { TarEntrySink } from "../archive/tar.js";
 import { StrataError, wrap } from "../errors/index.js";
 import type { Digest } from "../digest/index.js";
 import type { Layer } from "../image/index.js";
@@ -228,32 +229,22 @@ function invalid(layer: UnionLayer, msg: string): StrataError {
 }
 
 async function indexLayer(layer: UnionLayer, li: number, digests: DigestArena, stopped: () => boolean): Promise<LayerTree> {
-  const [{ tarExtract }, { createHash }] = await Promise.all([import("../archive/tar.js"), import("node:crypto")]);
+  const [{ readTar }, { createHash }] = await Promise.all([import("../archive/tar.js"), import("node:crypto")]);
   const tree: LayerTree = { root: implicitDir(li), whiteouts: new Map(), opaque: new Set(), lowerLinks: [] };
-  const tar = await layer.uncompressed();
-  const extract = tarExtract();
-  tar.on("error", (e) => extract.destroy(e));
-  tar.pipe(extract);
+  let ordinal = -1;
   try {
-    let ordinal = -1;
-    for await (const entry of extract) {
+    await readTar(await layer.uncompressed(), (h): TarEntrySink | undefined => {
       ordinal++;
       if (stopped()) throw new StrataError("IO", "indexing stopped");
-      const h = entry.header;
-      const type = TAR_TYPES[h.type ?? ""];
-      if (type === undefined) throw new StrataError("UNSUPPORTED", `layer ${layer.digest}: ${h.name}: unsupported tar entry type ${String(h.type)}`);
+      const type = h.type === undefined ? undefined : TAR_TYPES[h.type];
+      if (type === undefined) throw new StrataError("UNSUPPORTED", `layer ${layer.digest}: ${h.name}: unsupported tar entry type (typeflag ${JSON.stringify(h.typeflag)})`);
       const comps = components(h.name, () => invalid(layer, `${h.name}: ".." in an entry name`));
-      const pax = (h.pax ?? {}) as Record<string, string>;
-      const uid = pax.uid !== undefined ? Number(pax.uid) : h.uid;
-      const gid = pax.gid !== undefined ? Number(pax.gid) : h.gid;
-      const mtime = pax.mtime !== undefined ? Math.floor(Number(pax.mtime)) : Math.floor(h.mtime.getTime() / 1000);
-      const node = new Node((type << 12) | (h.mode & 0o7777), uid, gid, 0, mtime, li, ordinal, undefined, undefined);
+      const node = new Node((type << 12) | (h.mode & 0o7777), h.uid, h.gid, 0, Math.floor(h.mtime), li, ordinal, undefined, undefined);
 
       if (comps.length === 0) {
         if (type !== DIR) throw invalid(layer, `the root entry "${h.name}" is not a directory`);
         copyDirAttrs(tree.root, node);
-        entry.resume();
-        continue;
+        return undefined;
       }
       let parent = tree.root;
       for (let i = 0; i < comps.length - 1; i++) {
@@ -267,15 +258,13 @@ async function indexLayer(layer: UnionLayer, li: number, digests: DigestArena, s
       const wh = parseWhiteout(base);
       if (wh.kind === "opaque") {
         tree.opaque.add(parent);
-        entry.resume();
-        continue;
+        return undefined;
       }
       if (wh.kind === "whiteout") {
         const names = tree.whiteouts.get(parent);
         if (names) names.push(wh.target);
         else tree.whiteouts.set(parent, [wh.target]);
-        entry.resume();
-        continue;
+        return undefined;
       }
 
       const existing = parent.children.get(base);
@@ -284,32 +273,34 @@ async function indexLayer(layer: UnionLayer, li: number, digests: DigestArena, s
           if (existing?.type === DIR) {
             // A repeated directory header updates it; what is below stays.
             copyDirAttrs(existing, node);
-            entry.resume();
-            continue;
+            return undefined;
           }
           node.data = new Map();
           break;
         case FILE: {
           const hash = createHash("sha256");
-          for await (const chunk of entry) hash.update(chunk as Buffer);
-          node.size = h.size;
-          node.data = digests.add(hash.digest());
-          break;
+          return {
+            data: (piece) => {
+              hash.update(piece);
+            },
+            end: () => {
+              node.size = h.size;
+              node.data = digests.add(hash.digest());
+              parent.children.set(base, node);
+            },
+          };
         }
         case SYMLINK:
-          node.link = h.linkname ?? "";
+          node.link = h.linkname;
           node.size = Buffer.byteLength(node.link);
           break;
         case HARDLINK: {
-          const target = components(h.linkname ?? "", () => invalid(layer, `${h.name}: ".." in a hardlink target`));
+          const target = components(h.linkname, () => invalid(layer, `${h.name}: ".." in a hardlink target`));
           if (target.length === 0) throw invalid(layer, `${h.name}: empty hardlink target`);
           node.link = "/" + target.join("/");
           const found = lookupNoFollow(tree.root, target);
-          if (found !== undefined && found === existing) {
-            // A link to itself changes nothing (extraction leaves the path as it is).
-            entry.resume();
-            continue;
-          }
+          // A link to itself changes nothing (extraction leaves the path as it is).
+          if (found !== undefined && found === existing) return undefined;
           if (found?.type === FILE) linkTo(node, found);
           else if (found?.type === HARDLINK && found.data instanceof Node) linkTo(node, found.data);
           else if (found?.type === HARDLINK) tree.lowerLinks.push({ node, target: components(found.link!, () => invalid(layer, "bad link")) });
@@ -322,16 +313,13 @@ async function indexLayer(layer: UnionLayer, li: number, digests: DigestArena, s
           node.data = h.devmajor * MINOR_BITS + h.devminor;
           break;
       }
-      entry.resume();
       parent.children.set(base, node);
-    }
+      return undefined;
+    });
     return tree;
   } catch (e) {
     // A system call failing is I/O; anything else the tar parser throws is a bad archive.
     throw wrap(e, typeof (e as NodeJS.ErrnoException).syscall === "string" ? "IO" : "INVALID_ARCHIVE", `layer ${layer.digest}`);
-  } finally {
-    extract.destroy();
-    tar.destroy();
   }
 }
 
@@ -467,44 +455,54 @@ export class UnionView {
     return this.content(source, shown);
   }
 
+  /** The data of `file`, read again from its layer (the entry counted as indexing counted it) and verified against the digest indexing took. */
   private async content(file: Node, shown: string): Promise<Readable> {
     const layer = this.layers[file.layer];
-    const [{ tarExtract }, { VerifyStream }, { Readable }] = await Promise.all([import("../archive/tar.js"), import("../digest/stream.js"), import("node:stream")]);
-    const tar = await layer.uncompressed();
-    const extract = tarExtract();
-    const stop = () => {
-      extract.destroy();
-      tar.destroy();
-    };
-    tar.on("error", (e) => extract.destroy(e));
-    tar.pipe(extract);
-    const entries = extract[Symbol.asyncIterator]();
-    try {
-      // Entries are counted exactly as indexing counted them.
-      for (let i = 0; ; i++) {
-        const r = await entries.next();
-        if (r.done) throw new StrataError("CORRUPT", `${shown}: layer ${layer.digest} ends before entry ${file.ordinal}`);
-        if (i < file.ordinal) {
-          r.value.resume();
-          continue;
-        }
-        const entry = r.value;
-        if (entry.header.size !== file.size)
-          throw new StrataError("CORRUPT", `${shown}: layer ${layer.digest} entry ${file.ordinal} changed since it was indexed`);
-        const verify = new VerifyStream({ digest: this.digests.get(file.data as number), size: file.size }, `${shown} in layer ${layer.digest}`);
-        const body = Readable.from(entry as AsyncIterable<Buffer>, { objectMode: false });
-        body.on("error", (e) => verify.destroy(wrap(e, "CORRUPT", `read ${shown}`)));
-        verify.on("close", () => {
-          body.destroy();
-          stop();
-        });
-        body.pipe(verify);
-        return verify;
-      }
-    } catch (e) {
-      stop();
-      throw wrap(e, "CORRUPT", `read ${shown} from layer ${layer.digest}`);
-    }
+    const [{ readTar }, { VerifyStream }, { PassThrough }] = await Promise.all([import("../archive/tar.js"), import("../digest/stream.js"), import("node:stream")]);
+    const body = new PassThrough({ highWaterMark: 1 << 20 });
+    const verify = new VerifyStream({ digest: this.digests.get(file.data as number), size: file.size }, `${shown} in layer ${layer.digest}`);
+    body.pipe(verify);
+    verify.on("close", () => body.destroy());
+    /** thrown to stop reading once the entry is out (or its reader gone) */
+    const stop = new Error("stop");
+    const room = () => new Promise<void>((resolve) => {
+      const go = () => {
+        body.off("drain", go);
+        body.off("close", go);
+        resolve();
+      };
+      body.on("drain", go);
+      body.on("close", go);
+    });
+    let found: () => void = () => {};
+    const reached = new Promise<void>((resolve) => (found = resolve));
+    let ordinal = -1;
+    const reading = readTar(await layer.uncompressed(), (h) => {
+      if (++ordinal < file.ordinal) return undefined;
+      if (h.size !== file.size) throw new StrataError("CORRUPT", `${shown}: layer ${layer.digest} entry ${file.ordinal} changed since it was indexed`);
+      found();
+      return {
+        data: async (piece) => {
+          if (body.destroyed) throw stop;
+          if (!body.write(Buffer.from(piece))) await room(); // a copy: the piece is the reader's
+        },
+        end: () => {
+          body.end();
+          throw stop;
+        },
+      };
+    }).then(
+      () => {
+        throw new StrataError("CORRUPT", `${shown}: layer ${layer.digest} ends before entry ${file.ordinal}`);
+      },
+      (e) => {
+        if (e !== stop) throw wrap(e, "CORRUPT", `read ${shown} from layer ${layer.digest}`);
+      },
+    );
+    reading.catch((e) => verify.destroy(e));
+    // Errors before the entry is reached are the caller's; after, the stream's.
+    await Promise.race([reached, reading]);
+    return verify;
   }
 
   /**
