@@ -6,6 +6,7 @@ npm run build --silent
 exec node --import tsx --test --test-concurrency=1 --test-reporter=tap \
   test/unit.test.ts \
   test/content.test.ts \
+  test/tar.test.ts \
   test/layer.test.ts \
   test/snapshot.test.ts \
   test/schema.test.ts \
