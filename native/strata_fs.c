@@ -213,7 +213,7 @@ static napi_value js_umount2(napi_env env, napi_callback_info info) {
 // applyBatch: one record per entry, REC numbers each in `nums`; its path
 // (absolute, NUL-terminated) and its data (a file's content, a symlink's
 // NUL-terminated target) are at offsets in one shared data buffer.
-enum { R_KIND, R_MODE, R_UID, R_GID, R_ATIME, R_MTIME, R_PATH, R_DATA, R_LEN, REC };
+enum { R_KIND, R_MODE, R_UID, R_GID, R_ATIME, R_MTIME, R_PATH, R_DATA, R_LEN, R_CHMOD, REC };
 enum { K_FILE = 0, K_DIR = 1, K_SYMLINK = 2 };
 // restoreDirs: one record per directory, DREC numbers each.
 enum { D_MODE, D_ATIME, D_MTIME, D_DEV, D_INO, DREC };
@@ -242,10 +242,13 @@ static struct timespec to_timespec(double t) {
 }
 
 // A regular file: created (never through a symlink, never over anything),
-// written, then owner, mode (after chown, which clears setuid/setgid) and
-// times. Returns 0, or -1 on the first failing call.
+// written, then owner (unless uid is -1: already right), mode (after chown,
+// which clears setuid/setgid; unless R_CHMOD is 0: the mode given to open,
+// less the umask, is already right) and times. Returns 0, or -1 on the
+// first failing call.
 static int apply_file(const double *r, const char *path, const char *data, size_t len) {
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  int chmod_after = r[R_CHMOD] != 0;
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, chmod_after ? 0600 : (mode_t)r[R_MODE] & 0777);
   if (fd < 0) return -1;
   int rc = 0;
   while (rc == 0 && len > 0) {
@@ -258,19 +261,20 @@ static int apply_file(const double *r, const char *path, const char *data, size_
   }
   struct timespec ts[2] = {to_timespec(r[R_ATIME]), to_timespec(r[R_MTIME])};
   if (rc == 0 && r[R_UID] >= 0) rc = fchown(fd, (uid_t)r[R_UID], (gid_t)r[R_GID]);
-  if (rc == 0) rc = fchmod(fd, (mode_t)r[R_MODE]);
+  if (rc == 0 && chmod_after) rc = fchmod(fd, (mode_t)r[R_MODE]);
   if (rc == 0) rc = futimens(fd, ts);
   if (close(fd) != 0) rc = -1;
   return rc;
 }
 
-// A directory: made, or merged with the directory already there (anything
+// A directory: made (with its permission bits and at least 0700, so that
+// what goes in it can be made; the caller sets the exact mode at the end,
+// when it differs), or merged with the directory already there (anything
 // else in the way is a failure, for the caller to replace); owner (when it
-// differs); device and inode into out. Its mode and times are the caller's,
-// at the end.
+// differs); device and inode into out. Its times are the caller's too.
 static int apply_dir(const double *r, const char *path, double *out) {
   struct stat st;
-  if (mkdir(path, 0700) != 0 && errno != EEXIST) return -1;
+  if (mkdir(path, ((mode_t)r[R_MODE] & 0777) | 0700) != 0 && errno != EEXIST) return -1;
   if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return -1;
   if (r[R_UID] >= 0 && (st.st_uid != (uid_t)r[R_UID] || st.st_gid != (gid_t)r[R_GID]) && lchown(path, (uid_t)r[R_UID], (gid_t)r[R_GID]) != 0) return -1;
   out[0] = (double)st.st_dev;

@@ -504,31 +504,38 @@ describe("applyLayer: entries and metadata", () => {
     assert.equal(lstatSync(join(out, "loop")).rdev, lstatSync(join(src, "loop")).rdev);
   });
 
-  test("owners, setuid/setgid/sticky bits (chmod after chown) and mtimes, directories' set last", async (t) => {
+  test("owners, setuid/setgid/sticky bits (chmod after chown), modes the umask would strip, and mtimes, directories' set last; in both whiteout modes", async (t) => {
     const dir = tempDir(t);
     const tar = await tarOf([
       { name: "d/", type: "directory", mode: 0o2775, uid: 1000, gid: 1001, mtime: 1_000_000 },
       { name: "d/su", content: "x", mode: 0o4755, uid: 1000, gid: 1001, mtime: 2_000_000 },
       { name: "d/sg", content: "x", mode: 0o2711, uid: 0, gid: 50, mtime: 3_000_000 },
+      // owned as the extraction runs (overlay mode skips the chown; the setgid "d" must not give it group 1001)
+      { name: "d/plain", content: "x", mode: 0o644, mtime: 3_500_000 },
+      { name: "d/open", content: "x", mode: 0o666, mtime: 3_600_000 },
       { name: "d/deeper/", type: "directory", mode: 0o555, mtime: 4_000_000 },
       { name: "d/deeper/f", content: "written after its read-only dir", mode: 0o400, mtime: 5_000_000 },
       { name: "tmp/", type: "directory", mode: 0o1777, mtime: 6_000_000 },
       { name: "tmp/link", type: "symlink", linkname: "../d", uid: 7, gid: 8, mtime: 7_000_000 },
       { name: "pipe", type: "fifo", mode: 0o4640, uid: 9, gid: 9, mtime: 8_000_000 },
     ]);
-    await apply(tar, join(dir, "r"));
-    const fp = fingerprint(join(dir, "r"));
+    for (const mode of ["apply", "overlay"] as const) {
+    await apply(tar, join(dir, mode), mode);
+    const fp = fingerprint(join(dir, mode));
     assert.deepEqual(fp, {
       ".": fp["."],
       d: "dir 2775 1000:1001 t1000000",
       "d/deeper": "dir 555 0:0 t4000000",
       "d/deeper/f": `file 400 0:0 ${createHash("sha256").update("written after its read-only dir").digest("hex").slice(0, 16)} n1 t5000000`,
       "d/sg": `file 2711 0:50 ${createHash("sha256").update("x").digest("hex").slice(0, 16)} n1 t3000000`,
+      "d/open": `file 666 0:0 ${createHash("sha256").update("x").digest("hex").slice(0, 16)} n1 t3600000`,
+      "d/plain": `file 644 0:0 ${createHash("sha256").update("x").digest("hex").slice(0, 16)} n1 t3500000`,
       "d/su": `file 4755 1000:1001 ${createHash("sha256").update("x").digest("hex").slice(0, 16)} n1 t2000000`,
       pipe: "fifo 4640 9:9 t8000000",
       tmp: "dir 1777 0:0 t6000000",
       "tmp/link": "link 777 7:8 ../d t7000000",
-    });
+    }, mode);
+    }
   });
 
   test("chown: false keeps the extracting user's ownership", async (t) => {

@@ -74,6 +74,16 @@ interface Arena {
   out: Float64Array;
 }
 
+let umask: number | undefined;
+/** The process's umask, read once (from /proc: process.umask() without an argument is deprecated); all bits when unknown. */
+function currentUmask(): number {
+  if (umask === undefined) {
+    const m = /^Umask:\s*([0-7]+)$/m.exec(fs.readFileSync("/proc/self/status", { encoding: "latin1", flag: "r" }));
+    umask = m ? parseInt(m[1], 8) : 0o777;
+  }
+  return umask;
+}
+
 function newArena(): Arena {
   return { data: Buffer.allocUnsafeSlow(ARENA_BYTES), used: 0, nums: new Float64Array(BATCH_RECORDS * NUMS), out: new Float64Array(BATCH_RECORDS * 2) };
 }
@@ -166,6 +176,13 @@ class Applier {
   private inflight: Promise<void> | undefined;
   /** the file applyNow() is writing */
   private writing: FileSink | undefined;
+  /**
+   * What a new file or symlink's owner already is, when chown needs no call
+   * for it: overlay mode, where every directory is made here without a
+   * setgid bit until the end, so new files get the process's ids.
+   */
+  private readonly ownIds: [number, number] | undefined;
+  private readonly umask = currentUmask();
 
   constructor(rootDir: string, opts: ApplyOptions) {
     this.overlay = opts.whiteouts === "overlay";
@@ -173,6 +190,8 @@ class Applier {
     this.chown = opts.chown ?? this.root;
     this.native = nativeFs();
     this.scope = new RootScope(rootDir, this.overlay ? undefined : (rel) => this.kept(rel));
+    const setgid = (fs.lstatSync(rootDir).mode & 0o2000) !== 0;
+    this.ownIds = this.overlay && !setgid ? [process.geteuid?.() ?? -1, process.getegid?.() ?? -1] : undefined;
   }
 
   private kept(rel: string): void {
@@ -299,8 +318,9 @@ class Applier {
     // Read now, so that a bad header fails at its own entry.
     const kind = h.type === "symlink" ? BATCH_SYMLINK : h.type === "directory" ? BATCH_DIR : BATCH_FILE;
     const target = kind === BATCH_SYMLINK ? symlinkTarget(h) : undefined;
-    const uid = this.chown ? checkedId(h, "uid") : -1;
-    const gid = this.chown ? checkedId(h, "gid") : -1;
+    let uid = this.chown ? checkedId(h, "uid") : -1;
+    let gid = this.chown ? checkedId(h, "gid") : -1;
+    if (uid === this.ownIds?.[0] && gid === this.ownIds[1] && kind !== BATCH_DIR) uid = gid = -1;
     const abs = this.scope.abs(rel);
     if (abs.length > BATCH_PATH || (target !== undefined && target.length > BATCH_PATH)) return this.afterBatch(() => this.applyNow(h, parts)) as undefined | Promise<undefined>;
     const arena = this.arena;
@@ -379,6 +399,8 @@ class Applier {
       nums[o + 6] = q.path;
       nums[o + 7] = q.data;
       nums[o + 8] = q.len;
+      // Set after the owner when open's mode (less the umask) cannot be it: chown clears setuid/setgid.
+      nums[o + 9] = q.h.mode & 0o7000 || q.h.mode & this.umask ? 1 : 0;
     }
     const done = await this.native.applyBatch(batch.length, arena.data, nums, out);
     for (let i = 0; i < done; i++) {
@@ -465,14 +487,15 @@ class Applier {
   }
 
   private directory(parts: string[], rel: string, abs: string, h: TarEntry): void {
+    const mode = (h.mode & 0o777) | 0o700; // the exact mode at the end (finish)
     try {
-      fs.mkdirSync(abs, 0o700);
+      fs.mkdirSync(abs, mode);
     } catch (e) {
       if (!isErrno(e, "EEXIST")) throw e;
       // A directory over a directory merges; anything else is replaced.
       if (!fs.lstatSync(abs).isDirectory()) {
         this.remove(abs);
-        fs.mkdirSync(abs, 0o700);
+        fs.mkdirSync(abs, mode);
       }
     }
     this.scope.remember(parts, rel);

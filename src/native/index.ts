@@ -16,7 +16,8 @@ export interface NativeFs {
    * `nums` holds BATCH_FIELDS numbers per record: its path (absolute,
    * NUL-terminated) is at offset `path` of `data`, a file's content is the
    * `len` bytes at offset `data`, a symlink's target the same (followed by a
-   * NUL). A directory record writes its device and inode to `out[2i]`,
+   * NUL); a file is created with its mode (less the umask) unless `chmod`
+   * is 1, then it is set after the owner. A directory record writes its device and inode to `out[2i]`,
    * `out[2i + 1]`. `data`, `nums` and `out` must stay untouched until it settles.
    */
   applyBatch(n: number, data: Buffer, nums: Float64Array, out: Float64Array): Promise<number>;
@@ -37,7 +38,7 @@ export interface NativeFs {
 }
 
 /** The numbers of one applyBatch record, in this order (uid -1: no chown). */
-export const BATCH_FIELDS = ["kind", "mode", "uid", "gid", "atime", "mtime", "path", "data", "len"] as const;
+export const BATCH_FIELDS = ["kind", "mode", "uid", "gid", "atime", "mtime", "path", "data", "len", "chmod"] as const;
 export const BATCH_FILE = 0;
 export const BATCH_DIR = 1;
 export const BATCH_SYMLINK = 2;
