@@ -216,7 +216,7 @@ static napi_value js_umount2(napi_env env, napi_callback_info info) {
 enum { R_KIND, R_MODE, R_UID, R_GID, R_ATIME, R_MTIME, R_PATH, R_DATA, R_LEN, R_CHMOD, REC };
 enum { K_FILE = 0, K_DIR = 1, K_SYMLINK = 2 };
 // restoreDirs: one record per directory, DREC numbers each.
-enum { D_MODE, D_ATIME, D_MTIME, D_DEV, D_INO, DREC };
+enum { D_MODE, D_ATIME, D_MTIME, D_DEV, D_INO, D_CHMOD, DREC };
 
 typedef struct {
   napi_async_work work;
@@ -227,6 +227,10 @@ typedef struct {
   char *data;    // applyBatch: the shared data buffer (paths and contents)
   double *nums, *out;
   size_t done;
+  // restoreDirs: nothing was removed or replaced since the directories were
+  // recorded, so each path is still the directory recorded, through
+  // directories only (see restore_execute)
+  int trusted;
   // restoreDirs: the failure to reject with (errno, call), none when err is 0
   int err;
   const char *syscall;
@@ -271,11 +275,14 @@ static int apply_file(const double *r, const char *path, const char *data, size_
 // what goes in it can be made; the caller sets the exact mode at the end,
 // when it differs), or merged with the directory already there (anything
 // else in the way is a failure, for the caller to replace); owner (when it
-// differs); device and inode into out. Its times are the caller's too.
+// differs); device, inode and whether it was made (1) or merged (0) into
+// out. Its times are the caller's too.
 static int apply_dir(const double *r, const char *path, double *out) {
   struct stat st;
-  if (mkdir(path, ((mode_t)r[R_MODE] & 0777) | 0700) != 0 && errno != EEXIST) return -1;
+  int made = mkdir(path, ((mode_t)r[R_MODE] & 0777) | 0700) == 0;
+  if (!made && errno != EEXIST) return -1;
   if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return -1;
+  out[2] = made;
   if (r[R_UID] >= 0 && (st.st_uid != (uid_t)r[R_UID] || st.st_gid != (gid_t)r[R_GID]) && lchown(path, (uid_t)r[R_UID], (gid_t)r[R_GID]) != 0) return -1;
   out[0] = (double)st.st_dev;
   out[1] = (double)st.st_ino;
@@ -298,7 +305,7 @@ static void batch_execute(napi_env env, void *data) {
   for (b->done = 0; b->done < b->n; b->done++) {
     const double *r = b->nums + b->done * REC;
     const char *path = b->data + (size_t)r[R_PATH], *d = b->data + (size_t)r[R_DATA];
-    int rc = r[R_KIND] == K_DIR ? apply_dir(r, path, b->out + 2 * b->done) : r[R_KIND] == K_SYMLINK ? apply_symlink(r, path, d) : apply_file(r, path, d, (size_t)r[R_LEN]);
+    int rc = r[R_KIND] == K_DIR ? apply_dir(r, path, b->out + 3 * b->done) : r[R_KIND] == K_SYMLINK ? apply_symlink(r, path, d) : apply_file(r, path, d, (size_t)r[R_LEN]);
     if (rc != 0) return;
   }
 }
@@ -306,11 +313,25 @@ static void batch_execute(napi_env env, void *data) {
 // On the libuv thread: each directory's mode (when it differs) and times,
 // through a no-follow handle; one that is gone, or is not the directory
 // recorded (device and inode), is skipped. Stops at the first failure.
+// Trusted (nothing was removed or replaced since the directories were
+// recorded: no path can lead anywhere else), by path: the mode when D_CHMOD
+// says it is not what mkdir gave, then the times.
 static void restore_execute(napi_env env, void *data) {
   batch_t *b = data;
   for (size_t i = 0; i < b->n; i++) {
     const double *r = b->nums + i * DREC;
     const char *path = b->paths[i];
+    if (b->trusted) {
+      struct timespec ts[2] = {to_timespec(r[D_ATIME]), to_timespec(r[D_MTIME])};
+      const char *failed = NULL;
+      if (r[D_CHMOD] != 0 && fchmodat(AT_FDCWD, path, (mode_t)r[D_MODE], 0) != 0) failed = "chmod";
+      else if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) failed = "utimensat";
+      if (failed) {
+        b->err = errno, b->syscall = failed, b->done = i;
+        return;
+      }
+      continue;
+    }
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
       if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;
@@ -392,7 +413,8 @@ static int terminated(const char *data, size_t len, double off) {
 
 // applyBatch(n: number, data: Buffer, nums: Float64Array, out: Float64Array): Promise<number>
 // Every offset is checked here, on the JS thread, before any work is queued;
-// directory records write their device and inode to out[2i], out[2i + 1].
+// directory records write their device, inode and whether it was made to
+// out[3i], out[3i + 1], out[3i + 2].
 static napi_value js_applyBatch(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4], promise = NULL;
@@ -404,7 +426,7 @@ static napi_value js_applyBatch(napi_env env, napi_callback_info info) {
   void *data = NULL, *nums = NULL, *out = NULL;
   if (!b || argc < 4 || napi_get_value_uint32(env, argv[0], &n) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok ||
       napi_get_typedarray_info(env, argv[2], &t1, &nnums, &nums, NULL, NULL) != napi_ok || t1 != napi_float64_array || nnums < (size_t)n * REC ||
-      napi_get_typedarray_info(env, argv[3], &t2, &nout, &out, NULL, NULL) != napi_ok || t2 != napi_float64_array || nout < (size_t)n * 2)
+      napi_get_typedarray_info(env, argv[3], &t2, &nout, &out, NULL, NULL) != napi_ok || t2 != napi_float64_array || nout < (size_t)n * 3)
     goto bad;
   b->n = n, b->data = data, b->nums = nums, b->out = out;
   for (size_t i = 0; i < n; i++) {
@@ -419,15 +441,19 @@ bad:
   return NULL;
 }
 
-// restoreDirs(paths: string[], nums: Float64Array): Promise<void>, in the order given
+// restoreDirs(paths: string[], nums: Float64Array, trusted: boolean): Promise<void>, in the order given
 static napi_value js_restoreDirs(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], promise = NULL;
+  size_t argc = 3;
+  napi_value argv[3], promise = NULL;
+  bool trusted = false;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   batch_t *b = calloc(1, sizeof *b);
-  if (b && batch_paths(env, argv, b, DREC) == 0 && (promise = batch_queue(env, argv, 2, b, restore_execute))) return promise;
+  if (b && argc == 3 && napi_get_value_bool(env, argv[2], &trusted) == napi_ok && batch_paths(env, argv, b, DREC) == 0) {
+    b->trusted = trusted;
+    if ((promise = batch_queue(env, argv, 2, b, restore_execute))) return promise;
+  }
   if (b) batch_free(env, b);
-  napi_throw_type_error(env, NULL, "restoreDirs(paths, nums)");
+  napi_throw_type_error(env, NULL, "restoreDirs(paths, nums, trusted)");
   return NULL;
 }
 

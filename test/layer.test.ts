@@ -538,6 +538,30 @@ describe("applyLayer: entries and metadata", () => {
     }
   });
 
+  test("directory modes at the end: a merged directory takes the entry's mode, one the umask would strip keeps it, with or without removals in the layer", async (t) => {
+    const dir = tempDir(t);
+    for (const removal of [false, true]) {
+      const root = join(dir, String(removal));
+      await apply(await tarOf([{ name: "d/", type: "directory", mode: 0o700, mtime: 1000 }, { name: "gone" }]), root);
+      // "d" exists (0700): merged, its mode and times from this entry; "wide" is made 0777 (mkdir's 0777 less the umask is not)
+      await apply(
+        await tarOf([
+          { name: "d/", type: "directory", mode: 0o755, mtime: 2000 },
+          { name: "d/f", mtime: 3000 },
+          { name: "wide/", type: "directory", mode: 0o777, mtime: 4000 },
+          { name: "plain/", type: "directory", mode: 0o755, mtime: 5000 },
+          ...(removal ? [{ name: ".wh.gone" }] : []),
+        ]),
+        root,
+      );
+      const fp = fingerprint(root);
+      assert.equal(fp.d, "dir 755 0:0 t2000", `removal ${removal}`);
+      assert.equal(fp.wide, "dir 777 0:0 t4000", `removal ${removal}`);
+      assert.equal(fp.plain, "dir 755 0:0 t5000", `removal ${removal}`);
+      assert.equal(fp.gone === undefined, removal);
+    }
+  });
+
   test("chown: false keeps the extracting user's ownership", async (t) => {
     const dir = tempDir(t);
     await apply(await tarOf([{ name: "f", content: "x", uid: 1234, gid: 5678, mode: 0o640 }]), dir, "apply", false);

@@ -85,7 +85,7 @@ function currentUmask(): number {
 }
 
 function newArena(): Arena {
-  return { data: Buffer.allocUnsafeSlow(ARENA_BYTES), used: 0, nums: new Float64Array(BATCH_RECORDS * NUMS), out: new Float64Array(BATCH_RECORDS * 2) };
+  return { data: Buffer.allocUnsafeSlow(ARENA_BYTES), used: 0, nums: new Float64Array(BATCH_RECORDS * NUMS), out: new Float64Array(BATCH_RECORDS * 3) };
 }
 
 export interface DirMeta {
@@ -94,6 +94,8 @@ export interface DirMeta {
   mtime: number;
   dev: number;
   ino: number;
+  /** made here with exactly `mode` already (see made()) */
+  exact?: boolean;
 }
 
 function invalid(name: string, why: string): StrataError {
@@ -176,6 +178,8 @@ class Applier {
   private inflight: Promise<void> | undefined;
   /** the file applyNow() is writing */
   private writing: FileSink | undefined;
+  /** something was removed or replaced: a recorded directory may be gone, or reached through a symlink now */
+  private removed = false;
   /**
    * What a new file or symlink's owner already is, when chown needs no call
    * for it: overlay mode, where every directory is made here without a
@@ -207,6 +211,7 @@ class Applier {
   private remove(abs: string): boolean {
     const st = fs.lstatSync(abs, { throwIfNoEntry: false });
     if (st === undefined) return false;
+    this.removed = true;
     if (st.isDirectory()) fs.rmSync(abs, { recursive: true, force: true });
     else fs.unlinkSync(abs);
     if (st.isDirectory() || st.isSymbolicLink()) this.scope.forget();
@@ -407,7 +412,7 @@ class Applier {
       const q = batch[i];
       this.kept(q.rel);
       if (q.kind === BATCH_FILE) this.bytes += q.len;
-      else if (q.kind === BATCH_DIR) this.dirs.set(q.rel, { mode: q.h.mode & 0o7777, atime: q.atime, mtime: q.mtime, dev: out[2 * i], ino: out[2 * i + 1] });
+      else if (q.kind === BATCH_DIR) this.dirs.set(q.rel, { mode: q.h.mode & 0o7777, atime: q.atime, mtime: q.mtime, dev: out[3 * i], ino: out[3 * i + 1], exact: out[3 * i + 2] === 1 && this.madeExact(q.h.mode) });
     }
     if (done === batch.length) return;
     // The rest, in order, as if there had been no batch: the failure comes
@@ -488,12 +493,14 @@ class Applier {
 
   private directory(parts: string[], rel: string, abs: string, h: TarEntry): void {
     const mode = (h.mode & 0o777) | 0o700; // the exact mode at the end (finish)
+    let made = true;
     try {
       fs.mkdirSync(abs, mode);
     } catch (e) {
       if (!isErrno(e, "EEXIST")) throw e;
       // A directory over a directory merges; anything else is replaced.
-      if (!fs.lstatSync(abs).isDirectory()) {
+      made = !fs.lstatSync(abs).isDirectory();
+      if (made) {
         this.remove(abs);
         fs.mkdirSync(abs, mode);
       }
@@ -501,14 +508,19 @@ class Applier {
     this.scope.remember(parts, rel);
     if (this.chown) fs.lchownSync(abs, checkedId(h, "uid"), checkedId(h, "gid"));
     this.xattrs(abs, h);
-    this.directoryMeta(rel, h);
+    this.directoryMeta(rel, h, made);
   }
 
-  private directoryMeta(rel: string, h: TarEntry): void {
+  private directoryMeta(rel: string, h: TarEntry, made = false): void {
     const st = fs.lstatSync(this.scope.abs(rel));
     if (rel === "" && this.chown) fs.lchownSync(this.scope.root, checkedId(h, "uid"), checkedId(h, "gid"));
     const t = this.times(h);
-    this.dirs.set(rel, { mode: h.mode & 0o7777, atime: t.atime, mtime: t.mtime, dev: st.dev, ino: st.ino });
+    this.dirs.set(rel, { mode: h.mode & 0o7777, atime: t.atime, mtime: t.mtime, dev: st.dev, ino: st.ino, exact: made && this.madeExact(h.mode) });
+  }
+
+  /** Whether a directory made with its permission bits and 0700 (less the umask) has `mode` exactly. */
+  private madeExact(mode: number): boolean {
+    return (((mode & 0o777) | 0o700) & ~this.umask) === (mode & 0o7777);
   }
 
   private symlink(abs: string, h: TarEntry): void {
@@ -611,7 +623,10 @@ class Applier {
       for (const d of fs.readdirSync(this.scope.abs(rel), { withFileTypes: true })) {
         const child = rel2(rel, d.name);
         if (d.isDirectory()) purge(child);
-        else if (d.isCharacterDevice() && isOverlayWhiteout(fs.lstatSync(this.scope.abs(child)))) fs.unlinkSync(this.scope.abs(child));
+        else if (d.isCharacterDevice() && isOverlayWhiteout(fs.lstatSync(this.scope.abs(child)))) {
+          fs.unlinkSync(this.scope.abs(child));
+          this.removed = true;
+        }
       }
     };
     purge(dir);
@@ -628,6 +643,7 @@ class Applier {
       for (const d of fs.readdirSync(this.scope.abs(rel), { withFileTypes: true })) {
         const child = rel2(rel, d.name);
         if (!this.keep.has(child)) {
+          this.removed = true;
           const abs = this.scope.abs(child);
           if (d.isDirectory()) fs.rmSync(abs, { recursive: true, force: true });
           else fs.unlinkSync(abs);
@@ -643,7 +659,7 @@ class Applier {
 
   /** Directory modes and times, deepest first; a directory replaced since it was made is skipped. */
   finish(): Promise<void> {
-    return restoreDirs(this.scope, this.dirs);
+    return restoreDirs(this.scope, this.dirs, !this.removed);
   }
 
 }
@@ -652,9 +668,11 @@ class Applier {
  * Sets the recorded modes and times on directories made or merged by an
  * extraction or a copy, deepest first (a parent's mtime last), through a
  * no-follow handle, on a libuv thread (native/strata_fs.c); a directory
- * replaced since it was recorded is skipped.
+ * replaced since it was recorded is skipped. `trusted`: nothing was removed
+ * or replaced since they were recorded, so each is set by its path (the
+ * mode only where it is not `exact` already).
  */
-export function restoreDirs(scope: RootScope, dirs: Map<string, DirMeta>): Promise<void> {
+export function restoreDirs(scope: RootScope, dirs: Map<string, DirMeta>, trusted = false): Promise<void> {
   const byDepth: string[][] = [];
   for (const rel of dirs.keys()) (byDepth[depth(rel)] ??= []).push(rel);
   const paths: string[] = [];
@@ -662,11 +680,11 @@ export function restoreDirs(scope: RootScope, dirs: Map<string, DirMeta>): Promi
   for (let d = byDepth.length - 1; d >= 0; d--) {
     for (const rel of byDepth[d] ?? []) {
       const m = dirs.get(rel)!;
-      nums.set([m.mode, m.atime, m.mtime, m.dev, m.ino], paths.length * RESTORE_NUMS);
+      nums.set([m.mode, m.atime, m.mtime, m.dev, m.ino, m.exact ? 0 : 1], paths.length * RESTORE_NUMS);
       paths.push(scope.abs(rel));
     }
   }
-  return nativeFs().restoreDirs(paths, nums);
+  return nativeFs().restoreDirs(paths, nums, trusted);
 }
 
 function depth(rel: string): number {

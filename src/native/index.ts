@@ -17,17 +17,21 @@ export interface NativeFs {
    * NUL-terminated) is at offset `path` of `data`, a file's content is the
    * `len` bytes at offset `data`, a symlink's target the same (followed by a
    * NUL); a file is created with its mode (less the umask) unless `chmod`
-   * is 1, then it is set after the owner. A directory record writes its device and inode to `out[2i]`,
-   * `out[2i + 1]`. `data`, `nums` and `out` must stay untouched until it settles.
+   * is 1, then the mode is set after the owner. A directory record writes
+   * its device, its inode and whether it was made (1, else merged: 0) to
+   * `out[3i]`, `out[3i + 1]`, `out[3i + 2]`. `data`, `nums` and `out` must
+   * stay untouched until it settles.
    */
   applyBatch(n: number, data: Buffer, nums: Float64Array, out: Float64Array): Promise<number>;
   /**
    * Sets directory modes and times in the order given, on a libuv thread,
    * through no-follow handles; a directory gone or not the one recorded is
-   * skipped. `nums` holds RESTORE_FIELDS numbers per path. Rejects with the
-   * first failure.
+   * skipped. `nums` holds RESTORE_FIELDS numbers per path. `trusted`: nothing
+   * was removed or replaced since the directories were recorded, so every
+   * path still leads, through directories only, to the one recorded: set by
+   * path, the mode only where `chmod` is 1. Rejects with the first failure.
    */
-  restoreDirs(paths: string[], nums: Float64Array): Promise<void>;
+  restoreDirs(paths: string[], nums: Float64Array, trusted: boolean): Promise<void>;
   /**
    * Copies regular files `paths[2i]` to new files `paths[2i + 1]` (O_EXCL,
    * no symlink followed at either end) in order on a libuv thread, stopping
@@ -43,7 +47,7 @@ export const BATCH_FILE = 0;
 export const BATCH_DIR = 1;
 export const BATCH_SYMLINK = 2;
 /** The numbers of one restoreDirs record, in this order. */
-export const RESTORE_FIELDS = ["mode", "atime", "mtime", "dev", "ino"] as const;
+export const RESTORE_FIELDS = ["mode", "atime", "mtime", "dev", "ino", "chmod"] as const;
 
 export const MNT_DETACH = 2;
 
