@@ -177,6 +177,9 @@ test("readTar refuses malformed archives with one clear INVALID_ARCHIVE error", 
   const visit = () => undefined;
 
   await rejectsCode(readTar(of(good.subarray(0, 2048)), visit), "INVALID_ARCHIVE", /^invalid tar: unexpected end of data after entry "a"$/);
+  // a PAX header whose entry never comes
+  assert.equal(String.fromCharCode(good[156]), "x");
+  await rejectsCode(readTar(of(good.subarray(0, 1024)), visit), "INVALID_ARCHIVE", /^invalid tar: unexpected end of data$/);
   await rejectsCode(readTar(of(Buffer.alloc(2048, 0x41)), visit, "layer tar"), "INVALID_ARCHIVE", /^invalid layer tar: bad header checksum$/);
   const flipped = Buffer.from(good);
   flipped[0] ^= 1; // a name byte changed: the checksum no longer matches

@@ -72,7 +72,7 @@ function memLayer(tar: Buffer | (() => Buffer), digest = sha256(typeof tar === "
   const layer = {
     digest: digest as Digest,
     opened: 0,
-    async uncompressed() {
+    async diffChunks() {
       layer.opened++;
       return Readable.from([typeof tar === "function" ? tar() : tar]);
     },
@@ -500,7 +500,7 @@ test("a layer of 200,000 entries: indexed with headers only, a few hundred bytes
     }
     yield Buffer.alloc(1024);
   }
-  const layer: UnionLayer = { digest: `sha256:${"0".repeat(64)}` as Digest, uncompressed: async () => Readable.from(tar()) };
+  const layer: UnionLayer = { digest: `sha256:${"0".repeat(64)}` as Digest, diffChunks: async () => Readable.from(tar()) };
   const view = new UnionView([layer]);
   gc();
   const before = process.memoryUsage().heapUsed;

@@ -268,7 +268,7 @@ export interface TarEntry {
   mode: number;
   uid: number;
   gid: number;
-  /** bytes of data that follow (0 for header-only types, whatever the header says) */
+  /** a file's bytes of data (0 for every other type, whatever the header says: any data an unknown type has is skipped) */
   size: number;
   /** seconds since the epoch; PAX times may have a fraction */
   mtime: number;
@@ -511,11 +511,11 @@ async function parse(input: AsyncIterable<Buffer>, visit: TarVisitor): Promise<n
       if (Object.keys(f).some((k) => k.startsWith("GNU.sparse."))) throw new StrataError("UNSUPPORTED", `tar entry "${e.name}": GNU sparse files are not supported`);
       pax = undefined;
     }
-    if (type !== "file" && type !== "contiguous-file") e.size = 0;
+    // Header-only types carry no data; an unknown type's data is skipped.
+    remaining = type === undefined || type === "file" || type === "contiguous-file" ? e.size : 0;
+    e.size = type === undefined ? 0 : remaining;
     entries++;
     last = e.name;
-    // An unknown type's data is skipped by its header's size.
-    remaining = type === undefined ? size : e.size;
     padding = -remaining & (BLOCK - 1);
     const got = visit(e);
     sink = got instanceof Promise ? await got : got;
@@ -606,7 +606,7 @@ async function parse(input: AsyncIterable<Buffer>, visit: TarVisitor): Promise<n
       }
     }
   }
-  // The end of the input at an entry boundary is an end too (as Go's reader takes it).
-  if (state === END || (state === HEADER && partialLen === 0)) return entries;
+  // The end of the input at an entry boundary is an end too (as Go's reader takes it), but not after an extended header.
+  if (state === END || (state === HEADER && partialLen === 0 && !pax && longName === undefined && longLink === undefined)) return entries;
   throw new BadTar(`unexpected end of data${last ? ` after entry "${last}"` : ""}`);
 }

@@ -21,7 +21,7 @@ import { parseWhiteout } from "../archive/whiteout.js";
  */
 
 /** What a union view needs of a layer. */
-export type UnionLayer = Pick<Layer, "digest" | "uncompressed">;
+export type UnionLayer = Pick<Layer, "digest" | "diffChunks">;
 
 export type EntryType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo";
 
@@ -233,7 +233,7 @@ async function indexLayer(layer: UnionLayer, li: number, digests: DigestArena, s
   const tree: LayerTree = { root: implicitDir(li), whiteouts: new Map(), opaque: new Set(), lowerLinks: [] };
   let ordinal = -1;
   try {
-    await readTar(await layer.uncompressed(), (h): TarEntrySink | undefined => {
+    await readTar(await layer.diffChunks(), (h): TarEntrySink | undefined => {
       ordinal++;
       if (stopped()) throw new StrataError("IO", "indexing stopped");
       const type = h.type === undefined ? undefined : TAR_TYPES[h.type];
@@ -477,7 +477,7 @@ export class UnionView {
     let found: () => void = () => {};
     const reached = new Promise<void>((resolve) => (found = resolve));
     let ordinal = -1;
-    const reading = readTar(await layer.uncompressed(), (h) => {
+    const reading = readTar(await layer.diffChunks(), (h) => {
       if (++ordinal < file.ordinal) return undefined;
       if (h.size !== file.size) throw new StrataError("CORRUPT", `${shown}: layer ${layer.digest} entry ${file.ordinal} changed since it was indexed`);
       found();
