@@ -421,7 +421,6 @@ async function pipe(src: Source, name: string, target: CopyExtractor, skip?: str
 
 // ---- the destination side: scoped extraction --------------------------------
 
-type Header = TarEntry;
 /** "keep": the tar's ids; "none": whoever runs the copy; or these ids for everything. */
 type Owner = "keep" | "none" | { uid: number; gid: number };
 
@@ -453,7 +452,7 @@ class CopyExtractor {
     this.baseParts = base.split("/").filter(Boolean);
   }
 
-  private ids(h: Header): [number, number] | undefined {
+  private ids(h: TarEntry): [number, number] | undefined {
     if (this.owner === "none") return undefined;
     if (this.owner !== "keep") return [this.owner.uid, this.owner.gid];
     const id = (k: "uid" | "gid") => {
@@ -464,11 +463,11 @@ class CopyExtractor {
     return [id("uid"), id("gid")];
   }
 
-  private times(h: Header): { atime: number; mtime: number } {
+  private times(h: TarEntry): { atime: number; mtime: number } {
     return { atime: h.atime ?? h.mtime, mtime: h.mtime };
   }
 
-  private xattrs(abs: string, h: Header): void {
+  private xattrs(abs: string, h: TarEntry): void {
     if (!h.xattrs) return;
     for (const [name, value] of h.xattrs) {
       if (name.startsWith("trusted.overlay.")) continue;
@@ -481,7 +480,7 @@ class CopyExtractor {
   }
 
   /** One entry: a sink for a file's data. */
-  async entry(h: Header): Promise<TarEntrySink | undefined> {
+  async entry(h: TarEntry): Promise<TarEntrySink | undefined> {
     const parts = entryComponents(h.name);
     const isDir = h.type === "directory";
     if (parts.length === 0) {
@@ -551,7 +550,7 @@ class CopyExtractor {
     return undefined;
   }
 
-  private async file(abs: string, h: Header, ids: [number, number] | undefined, t: { atime: number; mtime: number }): Promise<TarEntrySink> {
+  private async file(abs: string, h: TarEntry, ids: [number, number] | undefined, t: { atime: number; mtime: number }): Promise<TarEntrySink> {
     const fh = await fs.promises.open(abs, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
     this.open = fh;
     const finish = async (ok: boolean) => {
@@ -587,7 +586,7 @@ class CopyExtractor {
   }
 
   /** A hardlink's target is named like an entry (below `base`, resolved in scope), must exist and must not be a directory. */
-  private async hardlink(h: Header, rel: string, abs: string): Promise<void> {
+  private async hardlink(h: TarEntry, rel: string, abs: string): Promise<void> {
     const linkname = h.linkname ?? "";
     let lparts: string[];
     try {
