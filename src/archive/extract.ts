@@ -74,14 +74,20 @@ interface Arena {
   out: Float64Array;
 }
 
-let umask: number | undefined;
-/** The process's umask, read once (from /proc: process.umask() without an argument is deprecated); all bits when unknown. */
+/**
+ * The process's umask, read afresh for each layer (an embedding program may
+ * change it) from /proc: process.umask() without an argument is deprecated.
+ * All bits when unknown, so that every mode is then set explicitly.
+ */
 function currentUmask(): number {
-  if (umask === undefined) {
-    const m = /^Umask:\s*([0-7]+)$/m.exec(fs.readFileSync("/proc/self/status", { encoding: "latin1", flag: "r" }));
-    umask = m ? parseInt(m[1], 8) : 0o777;
+  let status = "";
+  try {
+    status = fs.readFileSync("/proc/self/status", "latin1");
+  } catch {
+    // no /proc
   }
-  return umask;
+  const m = /^Umask:\s*([0-7]+)$/m.exec(status);
+  return m ? parseInt(m[1], 8) : 0o777;
 }
 
 function newArena(): Arena {
