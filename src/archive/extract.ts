@@ -325,7 +325,7 @@ class Applier {
   }
 
   /** Adds a directory, a symlink, or a small file once its data is in, to the batch; sends the batch when full. */
-  private enqueue(h: TarEntry, parts: string[], rel: string): TarEntrySink | undefined | Promise<undefined> {
+  private enqueue(h: TarEntry, parts: string[], rel: string): TarEntrySink | undefined | Promise<TarEntrySink | undefined> {
     // Read now, so that a bad header fails at its own entry.
     const kind = h.type === "symlink" ? BATCH_SYMLINK : h.type === "directory" ? BATCH_DIR : BATCH_FILE;
     const target = kind === BATCH_SYMLINK ? symlinkTarget(h) : undefined;
@@ -333,7 +333,7 @@ class Applier {
     let gid = this.chown ? checkedId(h, "gid") : -1;
     if (uid === this.ownIds?.[0] && gid === this.ownIds[1] && kind !== BATCH_DIR) uid = gid = -1;
     const abs = this.scope.abs(rel);
-    if (abs.length > BATCH_PATH || (target !== undefined && target.length > BATCH_PATH)) return this.afterBatch(() => this.applyNow(h, parts)) as undefined | Promise<undefined>;
+    if (abs.length > BATCH_PATH || (target !== undefined && target.length > BATCH_PATH)) return this.afterBatch(() => this.applyNow(h, parts));
     const arena = this.arena;
     const path = arena.used;
     arena.used += arena.data.write(abs, path);
