@@ -81,6 +81,18 @@ function gnuList(file: string): { name: string; type: string; size: number; uid:
     });
 }
 
+/** GNU tar's archive of "a" (5000 bytes) and "b" (1 byte), in `format`. */
+function twoFiles(t: { after: (fn: () => void) => void }, format: string): Buffer {
+  const dir = tempDir(t);
+  const root = join(dir, "src");
+  mkdirSync(root);
+  writeFileSync(join(root, "a"), "a".repeat(5000));
+  writeFileSync(join(root, "b"), "b");
+  const file = join(dir, "ok.tar");
+  execFileSync("tar", ["--create", `--format=${format}`, "-f", file, "-C", root, "a", "b"]);
+  return readFileSync(file);
+}
+
 /** Writes a header block's checksum again after an edit. */
 function reseal(block: Buffer, at = 0): Buffer {
   block.write("        ", at + 148, "latin1");
@@ -166,14 +178,7 @@ test("readTar: base-256 ids and a PAX-only mtime fraction; header-only types car
 });
 
 test("readTar refuses malformed archives with one clear INVALID_ARCHIVE error", async (t) => {
-  const dir = tempDir(t);
-  const root = join(dir, "src");
-  mkdirSync(root);
-  writeFileSync(join(root, "a"), "a".repeat(5000));
-  writeFileSync(join(root, "b"), "b");
-  const file = join(dir, "ok.tar");
-  execFileSync("tar", ["--create", "--format=posix", "-f", file, "-C", root, "a", "b"]);
-  const good = readFileSync(file);
+  const good = twoFiles(t, "posix");
   const visit = () => undefined;
 
   await rejectsCode(readTar(of(good.subarray(0, 2048)), visit), "INVALID_ARCHIVE", /^invalid tar: unexpected end of data after entry "a"$/);
@@ -210,14 +215,7 @@ test("readTar refuses malformed archives with one clear INVALID_ARCHIVE error", 
 });
 
 test("readTar: the input's errors and the visitor's pass through, and the input is closed when reading stops", async (t) => {
-  const dir = tempDir(t);
-  const root = join(dir, "src");
-  mkdirSync(root);
-  writeFileSync(join(root, "a"), "a".repeat(5000));
-  writeFileSync(join(root, "b"), "b");
-  const file = join(dir, "ok.tar");
-  execFileSync("tar", ["--create", "-f", file, "-C", root, "a", "b"]);
-  const good = readFileSync(file);
+  const good = twoFiles(t, "gnu");
 
   let closed = false;
   const failing = (err: Error) =>
