@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <sys/uio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>

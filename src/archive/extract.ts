@@ -59,7 +59,6 @@ interface Queued {
   mtime: number;
 }
 
-/** Where a batch's paths and data are gathered, and its numbers: reused from batch to batch. */
 /** A file being written by applyNow(). */
 interface FileSink extends TarEntrySink {
   fd: number;
@@ -67,6 +66,7 @@ interface FileSink extends TarEntrySink {
   close(): void;
 }
 
+/** Where a batch's paths and data are gathered, and its numbers: reused from batch to batch. */
 interface Arena {
   data: Buffer;
   used: number;
@@ -100,7 +100,7 @@ export interface DirMeta {
   mtime: number;
   dev: number;
   ino: number;
-  /** made here with exactly `mode` already (see made()) */
+  /** made here with exactly `mode` already (see Applier.madeExact) */
   exact?: boolean;
 }
 
@@ -289,7 +289,7 @@ class Applier {
   }
 
   /** Applies an entry here and now (no batch pending): a sink for a file's data. */
-  private applyNow(h: TarEntry, parts: string[]): TarEntrySink | undefined {
+  private applyNow(h: TarEntry, parts: string[]): FileSink | undefined {
     const parent = this.scope.dir(parts.slice(0, -1), true, h.name)!;
     const rel = rel2(parent, parts[parts.length - 1]);
     const abs = this.scope.abs(rel);
@@ -338,7 +338,8 @@ class Applier {
     const path = arena.used;
     arena.used += arena.data.write(abs, path);
     arena.data[arena.used++] = 0;
-    const q: Queued = { h, parts, rel, kind, path, data: arena.used, len: 0, uid, gid, atime: h.atime ?? h.mtime, mtime: h.mtime };
+    const { atime, mtime } = this.times(h);
+    const q: Queued = { h, parts, rel, kind, path, data: arena.used, len: 0, uid, gid, atime, mtime };
     if (target !== undefined) {
       q.len = arena.data.write(target, q.data);
       arena.used += q.len;
@@ -427,7 +428,7 @@ class Applier {
     for (const q of batch.slice(done)) {
       try {
         const sink = this.applyNow(q.h, q.parts);
-        if (sink) this.writeFile(sink as FileSink, arena.data.subarray(q.data, q.data + q.len));
+        if (sink) this.writeFile(sink, arena.data.subarray(q.data, q.data + q.len));
       } catch (e) {
         throw entryError(e, q.h.name);
       }

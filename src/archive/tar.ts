@@ -30,8 +30,11 @@ function devMinor(rdev: number): number {
  * ours altogether.
  */
 
+/** A malformed archive; readTar() turns it into INVALID_ARCHIVE naming its input. */
+class BadTar extends Error {}
+
 /** Encodes PAX records, values byte for byte. */
-export function encodePaxRecords(records: readonly (readonly [string, string | Buffer])[]): Buffer {
+function encodePaxRecords(records: readonly (readonly [string, string | Buffer])[]): Buffer {
   const out: Buffer[] = [];
   for (const [key, value] of records) {
     const body = Buffer.concat([Buffer.from(` ${key}=`), typeof value === "string" ? Buffer.from(value) : value, Buffer.from("\n")]);
@@ -43,7 +46,7 @@ export function encodePaxRecords(records: readonly (readonly [string, string | B
 }
 
 /** Decodes PAX records: every value as UTF-8 text in `fields`, and `SCHILY.xattr.*` values as raw bytes in `xattrs`. */
-export function decodePaxRecords(buf: Buffer): { fields: Record<string, string>; xattrs: Map<string, Buffer> } {
+function decodePaxRecords(buf: Buffer): { fields: Record<string, string>; xattrs: Map<string, Buffer> } {
   const fields: Record<string, string> = {};
   const xattrs = new Map<string, Buffer>();
   let off = 0;
@@ -52,9 +55,9 @@ export function decodePaxRecords(buf: Buffer): { fields: Record<string, string>;
     const space = buf.indexOf(0x20, off);
     const len = space > off && space - off <= 20 ? Number(buf.toString("latin1", off, space)) : NaN;
     if (!Number.isInteger(len) || len <= space - off + 1 || off + len > buf.length || buf[off + len - 1] !== 0x0a)
-      throw new StrataError("INVALID_ARCHIVE", "invalid tar: malformed PAX record");
+      throw new BadTar("malformed PAX record");
     const eq = buf.indexOf(0x3d, space + 1);
-    if (eq < 0 || eq >= off + len - 1) throw new StrataError("INVALID_ARCHIVE", "invalid tar: malformed PAX record");
+    if (eq < 0 || eq >= off + len - 1) throw new BadTar("malformed PAX record");
     const key = buf.toString("utf8", space + 1, eq);
     const value = buf.subarray(eq + 1, off + len - 1);
     fields[key] = value.toString("utf8");
@@ -297,9 +300,6 @@ const TYPES: Record<string, TarEntryType> = { "0": "file", "\0": "file", "1": "l
 /** PAX, GNU long name/link: most are a few hundred bytes; more is refused rather than held. */
 const MAX_META = 1 << 20;
 const BLOCK = 512;
-
-/** A malformed archive; readTar() turns it into INVALID_ARCHIVE naming its input. */
-class BadTar extends Error {}
 
 /** An octal field (spaces or NULs around it) or a base-256 one (high bit set); NaN when it is neither. */
 function numeric(b: Buffer, off: number, len: number): number {
