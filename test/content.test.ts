@@ -269,6 +269,16 @@ describe("content store", () => {
     assert.deepEqual(ingestFiles(store), []);
   });
 
+  test("an empty lock left by a writer killed while making it does not hold the digest's ingest forever", { timeout: 30_000 }, async (t) => {
+    const store = await newStore(t);
+    const data = randomBytes(1000);
+    const d = sha256(data);
+    writeFileSync(join(store.ingestDir, `${digestHex(d)}.lock`), "");
+    const info = await store.ingest({ digest: d, size: data.length }, bufferOpener(data));
+    assert.deepEqual(info, { digest: d, size: data.length });
+    assert.deepEqual(ingestFiles(store), [], "the lock, and the private file it is made in, are gone");
+  });
+
   test("read() and open() of a blob corrupted on disk fail with DIGEST_MISMATCH", async (t) => {
     const store = await newStore(t);
     const data = randomBytes(2 * 1024 * 1024 + 3);
@@ -342,16 +352,17 @@ describe("content store", () => {
     writeFileSync(join(dir, `${hx("a")}.data`), Buffer.alloc(100));
     writeFileSync(join(dir, `${hx("b")}.data`), Buffer.alloc(50));
     writeFileSync(join(dir, "junk"), Buffer.alloc(7));
-    // live: this process's unfinished anonymous ingest, its lock + data, and a lock still being written
+    // an empty lock: a lock is linked into place with its owner in it, so this one's writer died making it
+    writeFileSync(join(dir, `${hx("e")}.lock`), "");
+    // live: this process's unfinished anonymous ingest, its lock + data
     const pending = await store.begin();
     await pending.write(Buffer.from("in progress"));
     writeFileSync(join(dir, `${hx("c")}.lock`), ownerToken());
     writeFileSync(join(dir, `${hx("c")}.data`), Buffer.alloc(20));
-    writeFileSync(join(dir, `${hx("e")}.lock`), "");
 
     const freed = await store.cleanIngests();
-    assert.deepEqual(freed, { files: 5, bytes: 10 + DEAD.length + 100 + 50 + 7 });
-    assert.deepEqual(ingestFiles(store), [basename(pending.path), `${hx("c")}.data`, `${hx("c")}.lock`, `${hx("e")}.lock`].sort());
+    assert.deepEqual(freed, { files: 6, bytes: 10 + DEAD.length + 100 + 50 + 7 });
+    assert.deepEqual(ingestFiles(store), [basename(pending.path), `${hx("c")}.data`, `${hx("c")}.lock`].sort());
 
     // the live write is still usable
     await pending.write(Buffer.from(" and done"));

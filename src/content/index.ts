@@ -147,14 +147,23 @@ export class ContentStore {
     }
   }
 
+  /**
+   * Takes the lock file of one digest's ingest. The lock is made whole under
+   * a private name and then linked into place, so a lock never exists
+   * without its owner in it (a writer killed between creating and writing
+   * it would otherwise leave a lock nobody could tell was dead). A dead
+   * owner's lock is taken over.
+   */
   private async tryLock(lockPath: string): Promise<boolean> {
+    const mine = join(this.ingestDir, `anon-${ownerToken()}-${randomBytes(6).toString("hex")}-lock`);
     try {
-      const fh = await fs.open(lockPath, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o644);
-      await fh.writeFile(ownerToken());
-      await fh.close();
+      await fs.writeFile(mine, ownerToken(), { mode: 0o644 });
+      await fs.link(mine, lockPath);
       return true;
     } catch (e) {
       if (!isErrno(e, "EEXIST")) throw wrap(e, "IO", "lock ingest");
+    } finally {
+      await fs.rm(mine, { force: true });
     }
     let owner = "";
     try {
@@ -163,8 +172,7 @@ export class ContentStore {
       if (isErrno(e, "ENOENT")) return false;
       throw e;
     }
-    // An empty lock is one being written right now; only a dead owner's lock is taken over.
-    if (owner !== "" && !ownerAlive(owner)) await fs.rm(lockPath, { force: true });
+    if (!ownerAlive(owner)) await fs.rm(lockPath, { force: true });
     return false;
   }
 
@@ -269,7 +277,7 @@ export class ContentStore {
       if (name.startsWith("anon-")) stale = !ownerAlive(name.split("-")[1]);
       else if (name.endsWith(".lock")) {
         const owner = await fs.readFile(path, "utf8").catch(() => "");
-        stale = owner !== "" && !ownerAlive(owner);
+        stale = !ownerAlive(owner);
       } else if (name.endsWith(".data")) {
         const owner = await fs.readFile(path.replace(/\.data$/, ".lock"), "utf8").catch(() => "");
         stale = owner === "" || !ownerAlive(owner);
