@@ -1,6 +1,7 @@
-// readTar, the one tar reader: GNU tar is the judge of what an archive holds,
-// in every format it writes, however the input is cut into chunks and even
-// when the input reuses one buffer for every chunk.
+// readTar and TarWriter, the one tar reader and writer: GNU tar is the judge of
+// what an archive holds, in every format it writes, however the input is cut
+// into chunks and even when the input reuses one buffer for every chunk; and
+// GNU tar lists and extracts what TarWriter writes.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -8,7 +9,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, symlinkSync, linkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { StrataError } from "../src/errors/index.ts";
-import { readTar, type TarEntry } from "../src/archive/tar.ts";
+import { encodeTarHeader, readTar, TarWriter, type TarEntry, type TarWriteHeader } from "../src/archive/tar.ts";
 import { rejectsCode, tempDir } from "./helpers.ts";
 
 /** The buffers as an input. */
@@ -252,4 +253,166 @@ test("readTar: the input's errors and the visitor's pass through, and the input 
   );
   assert.equal(closed, true, "the input was closed");
   assert.equal(reads, 1, "nothing was read past the failure");
+});
+
+// ---- the writer: GNU tar and readTar read back what TarWriter wrote ----------------------------
+
+/** What `tar.stream` yields, whole. */
+async function drained(tar: TarWriter): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of tar.stream) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+/** The entries of the writer test, with each one's data. */
+function writerEntries(): { h: TarWriteHeader; body?: Buffer; chunked?: boolean }[] {
+  const big = Buffer.alloc(3 << 20);
+  for (let i = 0; i < big.length; i += 32) createHash("sha256").update(String(i)).digest().copy(big, i);
+  const base = { mode: 0o644, uid: 1000, gid: 1000, mtime: 1_600_000_000 };
+  return [
+    { h: { ...base, name: "dir", type: "directory", mode: 0o750 } },
+    { h: { ...base, name: "dir/five", type: "file", size: 5 }, body: Buffer.from("five\n") },
+    { h: { ...base, name: "dir/block", type: "file", size: 512, mode: 0o4755 }, body: Buffer.alloc(512, 1) },
+    { h: { ...base, name: "dir/empty", type: "file", size: 0, mtime: 0 }, body: Buffer.alloc(0) },
+    { h: { ...base, name: "p".repeat(70) + "/" + "q".repeat(55), type: "file", size: 6 }, body: Buffer.from("split\n") },
+    { h: { ...base, name: "d".repeat(120) + "/" + "e".repeat(150), type: "file", size: 5 }, body: Buffer.from("long\n") },
+    { h: { ...base, name: "ünïcødé/файл", type: "file", size: 6 }, body: Buffer.from("utf-8\n") },
+    { h: { ...base, name: "big", type: "file", size: big.length }, body: big, chunked: true },
+    { h: { ...base, name: "big-ids", type: "file", size: 1, uid: 3_000_000, gid: 4_000_001 }, body: Buffer.from("x") },
+    { h: { ...base, name: "old", type: "file", size: 1, mtime: -86400 }, body: Buffer.from("o") },
+    { h: { ...base, name: "xattrs", type: "file", size: 1, xattrs: [["user.text", Buffer.from("hello")], ["user.bin", Buffer.from([0, 255, 10, 61, 0, 32])]] }, body: Buffer.from("a") },
+    { h: { ...base, name: "to-five", type: "symlink", linkname: "dir/five", mode: 0o777 } },
+    { h: { ...base, name: "long-target", type: "symlink", linkname: "t".repeat(150), mode: 0o777 } },
+    { h: { ...base, name: "utf-target", type: "symlink", linkname: "ünïcødé/файл", mode: 0o777 } },
+    { h: { ...base, name: "hard", type: "link", linkname: "dir/five" } },
+    { h: { ...base, name: "null", type: "character-device", devmajor: 1, devminor: 3, mode: 0o666, uid: 0, gid: 0 } },
+    { h: { ...base, name: "disk", type: "block-device", devmajor: 259, devminor: 70000, mode: 0o660, uid: 0, gid: 6 } },
+    { h: { ...base, name: "fifo", type: "fifo", mode: 0o600 } },
+  ];
+}
+
+async function writeAll(entries: ReturnType<typeof writerEntries>): Promise<Buffer> {
+  const tar = new TarWriter();
+  const out = drained(tar);
+  for (const { h, body, chunked } of entries) {
+    if (chunked && body) {
+      await tar.add(h, (async function* () {
+        for (let off = 0; off < body.length; off += 65_536) yield body.subarray(off, off + 65_536);
+      })());
+    } else await tar.add(h, body);
+  }
+  tar.finish();
+  return out;
+}
+
+test("TarWriter: GNU tar lists, extracts and reads back what it wrote (long and UTF-8 names, big ids, binary xattrs, devices)", async (t) => {
+  const dir = tempDir(t);
+  const entries = writerEntries();
+  const buf = await writeAll(entries);
+  assert.equal(buf.length % 512, 0);
+  assert.ok(buf.subarray(buf.length - 1024).equals(Buffer.alloc(1024)), "two zero blocks end it");
+  assert.deepEqual(await writeAll(writerEntries()), buf, "the same entries give the same bytes");
+  const file = join(dir, "w.tar");
+  writeFileSync(file, buf);
+
+  // GNU tar lists it without a warning, entry for entry.
+  const { spawnSync } = await import("node:child_process");
+  const listing = spawnSync("tar", ["--list", "--verbose", "-f", file], { encoding: "utf8" });
+  assert.equal(listing.status, 0, listing.stderr);
+  assert.equal(listing.stderr, "", "GNU tar has nothing to warn about");
+  assert.deepEqual(
+    gnuList(file),
+    entries.map(({ h }) => ({ name: h.name, type: LETTER[h.type], size: h.type === "file" ? h.size : 0, uid: h.uid, gid: h.gid, link: h.linkname ?? "" })),
+  );
+
+  // readTar gives back every field.
+  const back: TarEntry[] = [];
+  const data = new Map<string, string>();
+  await readTar(of(buf), (e) => {
+    back.push(e);
+    const hash = createHash("sha256");
+    return { data: (p) => void hash.update(p), end: () => void data.set(e.name, hash.digest("hex")) };
+  });
+  assert.equal(back.length, entries.length);
+  entries.forEach(({ h, body }, i) => {
+    const e = back[i];
+    const want = { name: h.type === "directory" ? h.name + "/" : h.name, type: h.type, mode: h.mode, uid: h.uid, gid: h.gid, mtime: h.mtime, linkname: h.linkname ?? "", devmajor: h.devmajor ?? 0, devminor: h.devminor ?? 0, size: h.size ?? 0 };
+    assert.deepEqual({ name: e.name, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, linkname: e.linkname, devmajor: e.devmajor, devminor: e.devminor, size: e.size }, want, h.name);
+    assert.deepEqual(e.xattrs ? [...e.xattrs].sort() : [], [...(h.xattrs ?? [])].sort(), `${h.name}: xattrs`);
+    if (h.type === "file") assert.equal(data.get(e.name), createHash("sha256").update(body!).digest("hex"), `${h.name}: data`);
+  });
+
+  // GNU tar extracts it as written: modes, owners, times, links, devices and xattrs.
+  if (process.getuid?.() !== 0) return t.skip("extraction with owners and devices needs root");
+  const out = join(dir, "out");
+  mkdirSync(out);
+  execFileSync("tar", ["-x", "--xattrs", "--xattrs-include=*", "--numeric-owner", "--same-permissions", "-f", file, "-C", out]);
+  const { lstatSync, readlinkSync } = await import("node:fs");
+  const { nativeFs } = await import("../src/native/index.ts");
+  for (const { h, body } of entries) {
+    const abs = join(out, h.name);
+    const st = lstatSync(abs);
+    assert.equal(st.mode & 0o7777, h.mode, `${h.name}: mode`);
+    assert.deepEqual([st.uid, st.gid], [h.uid, h.gid], `${h.name}: owner`);
+    if (h.type !== "symlink" && h.type !== "link" && h.type !== "directory") assert.equal(Math.floor(st.mtimeMs / 1000), h.mtime, `${h.name}: mtime`);
+    if (h.type === "file") assert.ok(readFileSync(abs).equals(body!), `${h.name}: data`);
+    if (h.type === "symlink") assert.equal(readlinkSync(abs), h.linkname);
+    if (h.type === "link") assert.equal(st.ino, lstatSync(join(out, h.linkname!)).ino, `${h.name}: a hardlink`);
+    if (h.type === "character-device" || h.type === "block-device")
+      assert.deepEqual([(st.rdev >> 8) & 0xfff, (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)], [h.devmajor, h.devminor], `${h.name}: device numbers`);
+    for (const [k, v] of h.xattrs ?? []) assert.deepEqual(nativeFs().lgetxattr(abs, k), v, `${h.name}: ${k}`);
+  }
+});
+
+test("TarWriter: sizes of 8 GiB and more in base-256; ids above 2^21 in PAX; a directory's name gets its slash", async () => {
+  const firstHeader = async (blocks: Buffer[]): Promise<TarEntry> => {
+    let seen: TarEntry | undefined;
+    const stop = new Error("stop");
+    await assert.rejects(
+      readTar(of(...blocks), (e) => {
+        seen = e;
+        throw stop;
+      }),
+      (e) => e === stop,
+    );
+    return seen!;
+  };
+  const huge = encodeTarHeader({ name: "huge", type: "file", size: 2 ** 33 + 5, mode: 0o644, uid: 0, gid: 0, mtime: 0 });
+  assert.equal(huge.length, 1, "one ustar block, no PAX");
+  assert.equal(huge[0][124], 0x80, "base-256 size");
+  assert.equal((await firstHeader(huge)).size, 2 ** 33 + 5);
+  const ids = encodeTarHeader({ name: "ids", type: "file", size: 0, mode: 0o644, uid: 2 ** 21, gid: 7, mtime: 0 });
+  assert.equal(ids.length, 4, "PAX header, records, padding, ustar header");
+  assert.deepEqual([(await firstHeader(ids)).uid, (await firstHeader(ids)).gid], [2 ** 21, 7]);
+  const d = await firstHeader(encodeTarHeader({ name: "a/b", type: "directory", mode: 0o755, uid: 0, gid: 0, mtime: 0 }));
+  assert.deepEqual([d.name, d.type], ["a/b/", "directory"]);
+});
+
+test("TarWriter: data that is not the header's size is an error, and a reader that goes away fails a waiting add", async () => {
+  const h = { name: "f", type: "file" as const, size: 10, mode: 0o644, uid: 0, gid: 0, mtime: 0 };
+  const pieces = async function* (...ps: string[]) {
+    for (const p of ps) yield Buffer.from(p);
+  };
+  for (const [body, why] of [[Buffer.from("short"), /fewer than the 10 bytes/], [pieces("12345", "67890", "x"), /more than the 10 bytes/], [pieces("123"), /fewer than the 10 bytes/]] as const) {
+    const tar = new TarWriter();
+    await rejectsCode(tar.add(h, body), "IO", why);
+  }
+
+  // A reader that destroys the stream: the add waiting for room rejects rather than hanging.
+  const tar = new TarWriter();
+  const endless = (async function* () {
+    for (;;) yield Buffer.alloc(1 << 20);
+  })();
+  const adding = tar.add({ ...h, size: 2 ** 40 }, endless);
+  await new Promise((r) => setTimeout(r, 50));
+  tar.stream.destroy();
+  await rejectsCode(adding, "IO", /closed by its reader/);
+  await rejectsCode(tar.add(h, Buffer.alloc(10)), "IO", /closed by its reader/);
+
+  // fail() ends the stream with the error, which the reader sees.
+  const failed = new TarWriter();
+  const reading = drained(failed);
+  await failed.add({ ...h, size: 3 }, Buffer.from("abc"));
+  failed.fail(new StrataError("DIGEST_MISMATCH", "blob sha256:x: digest mismatch"), "save");
+  await rejectsCode(reading, "DIGEST_MISMATCH");
 });

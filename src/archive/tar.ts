@@ -2,11 +2,8 @@ import * as fs from "node:fs/promises";
 import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import tarStream from "tar-stream";
 import { StrataError, isStrataError } from "../errors/index.js";
 import { sourceDateEpoch } from "./compression.js";
-
-type TarHeader = Partial<tarStream.Header> & { name: string; pax?: Record<string, string> };
 
 /** Files up to this size are read whole rather than streamed. */
 const SMALL_FILE = 1 << 20;
@@ -14,6 +11,9 @@ const SMALL_FILE = 1 << 20;
 const MAX_OCTAL_ID = 0o7777777;
 /** PAX records carrying extended attributes (GNU tar, Go's archive/tar, Docker). */
 export const PAX_XATTR_PREFIX = "SCHILY.xattr.";
+const BLOCK = 512;
+/** ustar's magic and version, as POSIX writes them */
+const USTAR = Buffer.from("ustar\x0000", "latin1");
 
 function devMajor(rdev: number): number {
   return ((rdev >> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
@@ -23,11 +23,8 @@ function devMinor(rdev: number): number {
 }
 
 /*
- * PAX records are `<len> <key>=<value>\n`, the length in bytes. tar-stream
- * writes the values as UTF-8 text, which corrupts binary xattrs
- * (security.capability, user.* blobs), so the two codecs below are ours: the
- * writer plugs the encoder into tar-stream's pack, the reader (readTar) is
- * ours altogether.
+ * PAX records are `<len> <key>=<value>\n`, the length in bytes; values are
+ * bytes, not text (binary xattrs such as security.capability).
  */
 
 /** A malformed archive; readTar() turns it into INVALID_ARCHIVE naming its input. */
@@ -67,107 +64,241 @@ function decodePaxRecords(buf: Buffer): { fields: Record<string, string>; xattrs
   return { fields, xattrs };
 }
 
-interface PackInternals {
-  _encode(header: TarHeader): void;
-  push(chunk: Buffer | null): boolean;
+// ---- the writer ------------------------------------------------------------
+
+/** One entry to write. A directory's name gets its trailing slash here. */
+export interface TarWriteHeader {
+  name: string;
+  type: Exclude<TarEntryType, "contiguous-file">;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** whole seconds since the epoch */
+  mtime: number;
+  /** a file's bytes of data; 0 for every other type */
+  size?: number;
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+  /** written as `SCHILY.xattr.*` PAX records, sorted by name */
+  xattrs?: readonly (readonly [string, Buffer])[];
 }
 
-const rawPax = Symbol("strata.rawPax");
-type RawPaxHeader = TarHeader & { [rawPax]?: Buffer };
+const TYPEFLAG: Record<TarWriteHeader["type"], string> = { file: "0", link: "1", symlink: "2", "character-device": "3", "block-device": "4", directory: "5", fifo: "6" };
+/** Small pieces are gathered into chunks of this size before they are pushed (one chunk, not thousands, per batch of small files). */
+const GATHER = 256 << 10;
 
-/** What tar-stream can store in a ustar header without a PAX `path` (ASCII, fits the name/prefix split). */
-function ustarName(name: string): boolean {
-  if (Buffer.byteLength(name) !== name.length) return false;
-  let rest = name;
-  let prefix = 0;
-  while (rest.length > 100) {
-    const i = rest.indexOf("/");
-    if (i === -1) return false;
-    prefix += (prefix ? 1 : 0) + i;
-    rest = rest.slice(i + 1);
+/** `value` as a NUL-terminated, zero-padded octal field of `width` bytes; false when it does not fit. */
+function putOctal(b: Buffer, off: number, width: number, value: number): boolean {
+  if (!Number.isInteger(value) || value < 0 || value >= 8 ** (width - 1)) return false;
+  b.write(value.toString(8).padStart(width - 1, "0"), off, "latin1");
+  return true;
+}
+
+/** `value` as a base-256 field (GNU's form for numbers too big for octal, which every reader of layers takes). */
+function putBase256(b: Buffer, off: number, width: number, value: number): void {
+  for (let i = off + width - 1; i > off; i--) {
+    b[i] = value % 256;
+    value = Math.floor(value / 256);
   }
-  return prefix <= 155;
+  b[off] = 0x80;
 }
-function ustarLink(linkname: string | undefined): boolean {
-  return !linkname || (Buffer.byteLength(linkname) === linkname.length && linkname.length <= 100);
+
+/** `name` split at a slash into ustar's prefix (≤ 155 bytes) and name (≤ 100) fields; undefined when it cannot be, or is not ASCII. */
+function ustarSplit(name: string): [prefix: string, rest: string] | undefined {
+  if (!/^[\x01-\x7f]*$/.test(name)) return undefined;
+  if (name.length <= 100) return ["", name];
+  // The slash nearest the end that leaves a non-empty name and a prefix of at most 155 bytes.
+  const i = name.lastIndexOf("/", Math.min(155, name.length - 2));
+  if (i <= 0 || name.length - i - 1 > 100) return undefined;
+  return [name.slice(0, i), name.slice(i + 1)];
 }
-/** A stand-in ustar name for readers that ignore PAX: printable ASCII, at most 100 bytes, the tail kept. */
+
+/** A stand-in for a name PAX carries, for readers that ignore PAX: printable ASCII, at most 100 bytes, the tail kept. */
 function ustarStandIn(name: string): string {
   const ascii = name.replace(/[^\x20-\x7e]/g, "_");
   return ascii.length <= 100 ? ascii : ascii.slice(ascii.length - 100);
 }
 
-function tarPack(): tarStream.Pack {
-  const pack = tarStream.pack();
-  const p = pack as unknown as PackInternals;
-  const encode = p._encode;
-  if (typeof encode !== "function" || typeof p.push !== "function")
-    throw new StrataError("UNSUPPORTED", "tar-stream internals changed: cannot write binary PAX records");
-  // Headers with binary PAX records: our extended header, then the entry's ustar header.
-  p._encode = function (this: PackInternals, header: RawPaxHeader) {
-    const raw = header[rawPax];
-    if (raw === undefined) return encode.call(this, header);
-    encode.call(this, { name: "PaxHeader", type: "pax-header" as tarStream.Header["type"], size: raw.length, mode: header.mode, uid: header.uid, gid: header.gid, mtime: header.mtime, uname: header.uname, gname: header.gname });
-    this.push(raw);
-    if (raw.length % 512) this.push(Buffer.alloc(512 - (raw.length % 512)));
-    encode.call(this, { ...header, [rawPax]: undefined, pax: undefined });
-  };
-  return pack;
+/** One 512-byte ustar header block, checksum included. */
+function headerBlock(name: string, prefix: string, typeflag: string, h: { mode: number; uid: number; gid: number; size: number; mtime: number; linkname: string; devmajor: number; devminor: number }): Buffer {
+  const b = Buffer.alloc(BLOCK);
+  b.write(name, 0, 100, "latin1");
+  putOctal(b, 100, 8, h.mode);
+  putOctal(b, 108, 8, h.uid);
+  putOctal(b, 116, 8, h.gid);
+  if (!putOctal(b, 124, 12, h.size)) putBase256(b, 124, 12, h.size);
+  putOctal(b, 136, 12, h.mtime);
+  b.write(typeflag, 156, 1, "latin1");
+  b.write(h.linkname, 157, 100, "latin1");
+  USTAR.copy(b, 257);
+  putOctal(b, 329, 8, h.devmajor);
+  putOctal(b, 337, 8, h.devminor);
+  b.write(prefix, 345, 155, "latin1");
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += b[i];
+  b.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, 8, "latin1");
+  return b;
+}
+
+/** The header blocks of one entry: a PAX extended header first when a field does not fit ustar, or xattrs are given. */
+export function encodeTarHeader(h: TarWriteHeader): Buffer[] {
+  const name = h.type === "directory" && !h.name.endsWith("/") ? h.name + "/" : h.name;
+  const linkname = h.linkname ?? "";
+  const size = h.type === "file" ? (h.size ?? 0) : 0;
+  const records: [string, string | Buffer][] = [];
+  let split = ustarSplit(name);
+  if (split === undefined) {
+    records.push(["path", name]);
+    split = ["", ustarStandIn(name)];
+  }
+  let link = linkname;
+  if (!/^[\x01-\x7f]{0,100}$/.test(linkname)) {
+    records.push(["linkpath", linkname]);
+    link = ustarStandIn(linkname);
+  }
+  let { uid, gid } = h;
+  let mtime = Math.floor(h.mtime);
+  if (uid > MAX_OCTAL_ID || gid > MAX_OCTAL_ID) {
+    records.push(["uid", String(uid)], ["gid", String(gid)]);
+    uid = Math.min(uid, MAX_OCTAL_ID);
+    gid = Math.min(gid, MAX_OCTAL_ID);
+  }
+  if (mtime < 0 || mtime >= 8 ** 11) {
+    records.push(["mtime", String(mtime)]);
+    mtime = 0;
+  }
+  const xattrs = [...(h.xattrs ?? [])].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  for (const [k, v] of xattrs) records.push([PAX_XATTR_PREFIX + k, v]);
+  const fields = { mode: h.mode & 0o7777, uid, gid, size, mtime, linkname: link, devmajor: h.devmajor ?? 0, devminor: h.devminor ?? 0 };
+  const header = headerBlock(split[1], split[0], TYPEFLAG[h.type], fields);
+  if (records.length === 0) return [header];
+  const pax = encodePaxRecords(records);
+  const paxName = ustarStandIn(`PaxHeaders.0/${name.replace(/\/$/, "").split("/").pop()}`);
+  const paxHeader = headerBlock(paxName, "", "x", { mode: 0o644, uid: 0, gid: 0, size: pax.length, mtime, linkname: "", devmajor: 0, devminor: 0 });
+  return [paxHeader, pax, Buffer.alloc(padding(pax.length)), header];
+}
+
+/** Zero bytes after `size` bytes of data, to the next 512-byte boundary. */
+function padding(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
 }
 
 /**
- * The one tar writer: turns files of a tree into layer entries, with
- * normalised headers (no user/group names, mtimes in whole seconds and
- * clamped to SOURCE_DATE_EPOCH, big ids in PAX), hardlinks for inodes already
- * written, devices and FIFOs, and optionally xattrs as `SCHILY.xattr.*` PAX
- * records. Callers add entries in the order they want them (sorted, for
- * deterministic output) and await each add (backpressure).
+ * Writes a tar as a stream: ustar headers, a PAX extended header where a
+ * field does not fit (long or non-ASCII names and link targets, ids above
+ * 2^21, out-of-range mtimes, xattrs), base-256 sizes of 8 GiB and more, and
+ * the two zero blocks at the end. `add` resolves when the reader has taken
+ * the entry (backpressure); it rejects once the stream is destroyed.
+ */
+export class TarWriter {
+  readonly stream: Readable;
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private wake?: () => void;
+
+  constructor() {
+    this.stream = new Readable({ highWaterMark: 1 << 20, read: () => this.resume() });
+    this.stream.on("close", () => this.resume());
+  }
+
+  private resume(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  /** Why the stream is gone: the error it was destroyed with, or its reader closing it. */
+  private gone(): Error {
+    return this.stream.errored ?? new StrataError("IO", "the tar stream was closed by its reader");
+  }
+
+  /** Queues `b`; small pieces are gathered, big ones pushed as they are. */
+  private queue(b: Buffer): void {
+    if (b.length === 0) return;
+    if (b.length < GATHER / 4) {
+      this.held.push(b);
+      this.heldBytes += b.length;
+      if (this.heldBytes >= GATHER) this.flush();
+      return;
+    }
+    this.flush();
+    this.stream.push(b);
+  }
+
+  private flush(): void {
+    if (this.heldBytes === 0) return;
+    this.stream.push(this.held.length === 1 ? this.held[0] : Buffer.concat(this.held, this.heldBytes));
+    this.held = [];
+    this.heldBytes = 0;
+  }
+
+  /** Waits while the reader has a full buffer. */
+  private async drain(): Promise<void> {
+    if (this.stream.destroyed) throw this.gone();
+    while (this.stream.readableLength >= this.stream.readableHighWaterMark) {
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      if (this.stream.destroyed) throw this.gone();
+    }
+  }
+
+  /** Adds one entry. A file's data is `body` whole, or read from an iterable that must yield exactly `h.size` bytes. */
+  async add(h: TarWriteHeader, body?: Buffer | AsyncIterable<Buffer>): Promise<void> {
+    if (this.stream.destroyed) throw this.gone();
+    const size = h.type === "file" ? (h.size ?? 0) : 0;
+    for (const b of encodeTarHeader(h)) this.queue(b);
+    let written = 0;
+    if (Buffer.isBuffer(body)) {
+      written = body.length;
+      if (written === size) this.queue(body);
+    } else if (body !== undefined) {
+      for await (const piece of body) {
+        written += piece.length;
+        if (written > size) break;
+        this.queue(piece);
+        await this.drain();
+      }
+    }
+    if (written !== size) throw new StrataError("IO", `tar entry ${h.name}: ${written > size ? "more" : "fewer"} than the ${size} bytes of data its header says (it changed while being read?)`);
+    this.queue(Buffer.alloc(padding(size)));
+    await this.drain();
+  }
+
+  /** Ends the archive: two zero blocks, then the end of the stream (nothing, when the stream is gone already). */
+  finish(): void {
+    if (this.stream.destroyed) return;
+    this.queue(Buffer.alloc(2 * BLOCK));
+    this.flush();
+    this.stream.push(null);
+  }
+
+  /** Ends the stream with `e` (a StrataError as it is, anything else as IO in `context`). */
+  fail(e: unknown, context: string): void {
+    this.stream.destroy(isStrataError(e) ? e : new StrataError("IO", `${context}: ${(e as Error).message}`, { cause: e }));
+  }
+}
+
+/**
+ * Turns files of a tree into layer entries on a TarWriter, with normalised
+ * headers (no user/group names, mtimes in whole seconds and clamped to
+ * SOURCE_DATE_EPOCH), hardlinks for inodes already written, devices and
+ * FIFOs, and optionally xattrs as `SCHILY.xattr.*` PAX records. Callers add
+ * entries in the order they want them (sorted, for deterministic output) and
+ * await each add (backpressure).
  */
 export class LayerWriter {
-  private readonly pack = tarPack();
+  private readonly tar = new TarWriter();
   private readonly epoch = sourceDateEpoch();
   private readonly seen = new Map<string, string>();
 
   get stream(): Readable {
-    return this.pack as unknown as Readable;
+    return this.tar.stream;
   }
 
-  private header(name: string, st: Pick<Stats, "mode" | "uid" | "gid" | "mtimeMs">): TarHeader {
-    const epoch = this.epoch;
-    const mtime = epoch !== undefined && st.mtimeMs / 1000 > epoch ? new Date(epoch * 1000) : new Date(Math.floor(st.mtimeMs / 1000) * 1000);
-    const h: TarHeader = { name, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, uname: "", gname: "", mtime };
-    if (st.uid > MAX_OCTAL_ID || st.gid > MAX_OCTAL_ID) {
-      h.pax = { uid: String(st.uid), gid: String(st.gid) };
-      h.uid = Math.min(st.uid, MAX_OCTAL_ID);
-      h.gid = Math.min(st.gid, MAX_OCTAL_ID);
-    }
-    return h;
-  }
-
-  /** Moves the PAX fields of `h` and `xattrs` into one binary-safe extended header. */
-  private withXattrs(h: TarHeader, xattrs: readonly (readonly [string, Buffer])[] | undefined): TarHeader {
-    if (!xattrs || xattrs.length === 0) return h;
-    const records: [string, string | Buffer][] = [];
-    const out: RawPaxHeader = { ...h, pax: undefined };
-    if (!ustarName(h.name)) {
-      records.push(["path", h.name]);
-      out.name = ustarStandIn(h.name);
-    }
-    if (!ustarLink(h.linkname)) {
-      records.push(["linkpath", h.linkname!]);
-      out.linkname = ustarStandIn(h.linkname!);
-    }
-    for (const [k, v] of Object.entries(h.pax ?? {})) records.push([k, v]);
-    for (const [k, v] of [...xattrs].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) records.push([PAX_XATTR_PREFIX + k, v]);
-    out[rawPax] = encodePaxRecords(records);
-    return out;
-  }
-
-  /** One entry whose whole body is in hand; a pack destroyed meanwhile (reader gone) fails it rather than the process. */
-  private entry(h: TarHeader, body = Buffer.alloc(0)): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.pack.entry(h, body, (err) => (err ? reject(err) : resolve())).on("error", reject);
-    });
+  private mtime(mtimeMs: number): number {
+    const seconds = Math.floor(mtimeMs / 1000);
+    return this.epoch !== undefined && seconds > this.epoch ? this.epoch : seconds;
   }
 
   /**
@@ -176,58 +307,38 @@ export class LayerWriter {
    * as Docker does.
    */
   async add(relPath: string, abs: string, st: Stats, xattrs?: readonly (readonly [string, Buffer])[]): Promise<void> {
-    const h = this.header(relPath, st);
-    if (st.isDirectory()) {
-      await this.entry(this.withXattrs({ ...h, name: relPath + "/", type: "directory" }, xattrs));
-    } else if (st.isSymbolicLink()) {
-      await this.entry(this.withXattrs({ ...h, type: "symlink", linkname: readlinkSync(abs) }, xattrs));
-    } else if (st.isFile()) {
-      const key = `${st.dev}:${st.ino}`;
-      const first = st.nlink > 1 ? this.seen.get(key) : undefined;
-      if (first !== undefined) {
-        await this.entry(this.withXattrs({ ...h, type: "link", linkname: first, size: 0 }, xattrs));
-        return;
-      }
-      if (st.nlink > 1) this.seen.set(key, relPath);
-      if (st.size <= SMALL_FILE) {
-        // Small files in one read: a stream would allocate a full read buffer per file (GC churn on 10,000-file layers).
-        const body = readFileSync(abs);
-        if (body.length !== st.size) throw new StrataError("IO", `pack ${relPath}: the file changed size while being read`);
-        await this.entry(this.withXattrs({ ...h, type: "file", size: st.size }, xattrs), body);
-        return;
-      }
-      await new Promise<void>((resolve, reject) => {
-        const sink = this.pack.entry(this.withXattrs({ ...h, type: "file", size: st.size }, xattrs), (err) => (err ? reject(err) : resolve()));
-        sink.on("error", reject); // the pack destroyed mid-file (reader gone): an error for the caller, not an unhandled event
-        const src = (async function* () {
-          const fh = await fs.open(abs, "r");
-          try {
-            yield* fh.createReadStream({ highWaterMark: 1 << 20 });
-          } finally {
-            await fh.close().catch(() => {});
-          }
-        })();
-        // One chunk read ahead at most (an object-mode stream would buffer 16 MiB of them).
-        Readable.from(src, { highWaterMark: 1 }).on("error", reject).pipe(sink);
-      });
-    } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-      await this.entry(this.withXattrs({ ...h, type: st.isCharacterDevice() ? "character-device" : "block-device", devmajor: devMajor(st.rdev), devminor: devMinor(st.rdev) }, xattrs));
-    } else if (st.isFIFO()) {
-      await this.entry(this.withXattrs({ ...h, type: "fifo" }, xattrs));
+    const h = { name: relPath, mode: st.mode, uid: st.uid, gid: st.gid, mtime: this.mtime(st.mtimeMs), xattrs };
+    if (st.isDirectory()) return this.tar.add({ ...h, type: "directory" });
+    if (st.isSymbolicLink()) return this.tar.add({ ...h, type: "symlink", linkname: readlinkSync(abs) });
+    if (st.isCharacterDevice() || st.isBlockDevice())
+      return this.tar.add({ ...h, type: st.isCharacterDevice() ? "character-device" : "block-device", devmajor: devMajor(st.rdev), devminor: devMinor(st.rdev) });
+    if (st.isFIFO()) return this.tar.add({ ...h, type: "fifo" });
+    if (!st.isFile()) return;
+    const key = `${st.dev}:${st.ino}`;
+    const first = st.nlink > 1 ? this.seen.get(key) : undefined;
+    if (first !== undefined) return this.tar.add({ ...h, type: "link", linkname: first });
+    if (st.nlink > 1) this.seen.set(key, relPath);
+    // Small files in one read: a stream would allocate a full read buffer per file (GC churn on 10,000-file layers).
+    if (st.size <= SMALL_FILE) return this.tar.add({ ...h, type: "file", size: st.size }, readFileSync(abs));
+    const fh = await fs.open(abs, "r");
+    try {
+      await this.tar.add({ ...h, type: "file", size: st.size }, fh.createReadStream({ highWaterMark: 1 << 20, autoClose: false }));
+    } finally {
+      await fh.close().catch(() => {});
     }
   }
 
   /** Adds an empty regular file, 0644 root:root with mtime 0 (a whiteout or opaque marker: nothing in it depends on the tree). */
-  async addMarker(relPath: string): Promise<void> {
-    await this.entry({ ...this.header(relPath, { mode: 0o644, uid: 0, gid: 0, mtimeMs: 0 }), type: "file" });
+  addMarker(relPath: string): Promise<void> {
+    return this.tar.add({ name: relPath, type: "file", mode: 0o644, uid: 0, gid: 0, mtime: 0 });
   }
 
   finalize(): void {
-    this.pack.finalize();
+    this.tar.finish();
   }
 
   fail(e: unknown, context: string): void {
-    this.pack.destroy(e instanceof StrataError ? e : new StrataError("IO", `${context}: ${(e as Error).message}`, { cause: e }));
+    this.tar.fail(e, context);
   }
 }
 
@@ -299,7 +410,6 @@ export type TarVisitor = (entry: TarEntry) => TarEntrySink | undefined | Promise
 const TYPES: Record<string, TarEntryType> = { "0": "file", "\0": "file", "1": "link", "2": "symlink", "3": "character-device", "4": "block-device", "5": "directory", "6": "fifo", "7": "contiguous-file" };
 /** PAX, GNU long name/link: most are a few hundred bytes; more is refused rather than held. */
 const MAX_META = 1 << 20;
-const BLOCK = 512;
 
 /** An octal field (spaces or NULs around it) or a base-256 one (high bit set); NaN when it is neither. */
 function numeric(b: Buffer, off: number, len: number): number {
@@ -355,7 +465,6 @@ function checksumOk(b: Buffer, off: number): boolean {
   return stored === unsigned || stored === signed;
 }
 
-const USTAR = Buffer.from("ustar\x0000", "latin1");
 /** POSIX ustar magic and version: the name has a prefix field (GNU and v7 headers use those bytes otherwise). */
 function isUstar(b: Buffer, off: number): boolean {
   for (let i = 0; i < 8; i++) if (b[off + 257 + i] !== USTAR[i]) return false;

@@ -349,11 +349,9 @@ function packSource(src: Source, name: string, skip?: string): Readable {
 }
 
 /**
- * A pack stream is never destroyed half-way: LayerWriter's entry sink has no
- * error listener of its own, so tearing the pack down in the middle of a
- * file throws from the stream. When the consumer fails, the rest is read
- * and dropped instead, which also lets the walk finish before the root is
- * unmounted.
+ * When the consumer of a pack stream fails, the rest of the stream is read
+ * and dropped: the walk then finishes (no file of the root is still open)
+ * before the root is unmounted.
  */
 function settle(tar: Readable): Promise<void> {
   return new Promise<void>((resolve) => {
@@ -364,11 +362,7 @@ function settle(tar: Readable): Promise<void> {
   });
 }
 
-/**
- * Copies `from` into `to` with backpressure, ending `to` at the end; works
- * for streamx streams (tar-stream's), which have no unpipe. `stop()`
- * detaches it.
- */
+/** Copies `from` into `to` with backpressure, ending `to` at the end, counting the bytes; `stop()` detaches it. */
 function pump(from: Readable, to: Writable, onData?: (c: Buffer) => void): { stop(): void } {
   const onChunk = (c: Buffer) => {
     onData?.(c);

@@ -1,5 +1,5 @@
 import type { Writable, Readable } from "node:stream";
-import tarStream from "tar-stream";
+import { TarWriter } from "../archive/tar.js";
 import { digestHex } from "../digest/index.js";
 import type { Image } from "../image/index.js";
 import { ANNOTATION_REF_NAME, MediaType, type Descriptor } from "../oci/index.js";
@@ -14,8 +14,6 @@ export interface NamedImage {
   names: string[];
 }
 
-const EPOCH = new Date(0);
-
 /**
  * Writes images as one archive. docker-archive: uncompressed layers named by
  * diffID, configs by digest, manifest.json (what `docker load` and
@@ -23,32 +21,22 @@ const EPOCH = new Date(0);
  * Shared layers are written once. Headers are normalised: same images, same bytes.
  */
 export async function writeArchive(images: NamedImage[], format: ArchiveFormat, out: Writable): Promise<void> {
-  const pack = tarStream.pack();
+  const tar = new TarWriter();
   const done = new Promise<void>((resolve, reject) => {
-    out.on("error", reject);
-    pack.on("error", reject);
+    out.on("error", (e) => {
+      tar.fail(e, "writing the archive"); // a writer waiting for room gives up
+      reject(e);
+    });
+    tar.stream.on("error", reject);
     out.on("finish", resolve);
     out.on("close", resolve);
   });
   done.catch(() => {}); // awaited below on success; on failure the first error is thrown instead
-  pack.pipe(out);
+  tar.stream.pipe(out);
   const written = new Set<string>();
-  const file = (name: string, body: Buffer) =>
-    new Promise<void>((resolve, reject) =>
-      pack.entry({ name, size: body.length, mode: 0o444, mtime: EPOCH, uid: 0, gid: 0, uname: "", gname: "" }, body, (e) => (e ? reject(e) : resolve())),
-    );
-  const stream = (name: string, size: number, open: () => Promise<Readable>) =>
-    new Promise<void>((resolve, reject) => {
-      const sink = pack.entry({ name, size, mode: 0o444, mtime: EPOCH, uid: 0, gid: 0, uname: "", gname: "" }, (e) => (e ? reject(e) : resolve()));
-      sink.on("error", reject);
-      open().then((src) => {
-        src.on("error", (e) => {
-          sink.destroy(e);
-          reject(e);
-        });
-        src.pipe(sink);
-      }, reject);
-    });
+  const header = (name: string, size: number) => ({ name, type: "file" as const, size, mode: 0o444, uid: 0, gid: 0, mtime: 0 });
+  const file = (name: string, body: Buffer) => tar.add(header(name, body.length), body);
+  const stream = async (name: string, size: number, open: () => Promise<Readable>) => tar.add(header(name, size), await open());
 
   try {
     if (format === "docker-archive") {
@@ -94,9 +82,9 @@ export async function writeArchive(images: NamedImage[], format: ArchiveFormat, 
       await file("index.json", Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests })));
       await file("oci-layout", Buffer.from(OCI_LAYOUT));
     }
-    pack.finalize();
+    tar.finish();
   } catch (e) {
-    pack.destroy(e as Error);
+    tar.fail(e, "save");
     throw e;
   }
   await done;
