@@ -1,5 +1,5 @@
 // strata's benchmarks, each side by side with the peer tool that does the same job.
-//   node --import tsx bench/run.ts [images] [startup] [load] [unpack] [commit] [run] [detached] [registry] [build] [pull] [push]   (from the repo root, after a build)
+//   node --import tsx bench/run.ts [images] [startup] [load] [save] [unpack] [commit] [run] [detached] [registry] [build] [pull] [push]   (from the repo root, after a build)
 // Every store lives in a temp dir removed at the end; only the fixtures in bench/.cache/ are kept.
 import { spawn, spawnSync } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
@@ -398,6 +398,32 @@ async function benchLoad(): Promise<void> {
       rmSync(root, { recursive: true, force: true });
       rmSync(oci, { recursive: true, force: true });
     },
+    warmup: 1,
+    runs: 5,
+    target: 1.0,
+    rss: 150,
+  });
+}
+
+// ---- save: the unpack fixture written back out as a docker-archive ----------
+
+async function benchSave(): Promise<void> {
+  const archive = join(CACHE, "unpack-300.tar");
+  if (!existsSync(archive)) {
+    console.error(`# save: building ${archive} once`);
+    await buildUnpackArchive(archive);
+  }
+  const work = tempDir("save");
+  const root = join(work, "strata");
+  const pod = podman(join(work, "podman"), "overlay");
+  sh([...STRATA, "--root", root, "load", "-q", "--no-unpack", "-i", archive]);
+  sh([...pod, "load", "-q", "-i", archive]);
+  const out = join(work, "out.tar");
+  compare({
+    name: `save (${(statSync(archive).size / MB).toFixed(0)} MB, 4 layers, docker-archive)`,
+    ours: { label: "strata", cmd: [...STRATA, "--root", root, "save", "-o", out, "bench/unpack:latest"] },
+    peer: { label: "podman", cmd: [...pod, "save", "-q", "--format", "docker-archive", "-o", out, "bench/unpack:latest"] },
+    before: () => rmSync(out, { force: true }),
     warmup: 1,
     runs: 5,
     target: 1.0,
@@ -931,7 +957,7 @@ async function benchBuild(): Promise<void> {
 
 // ---- main ------------------------------------------------------------------
 
-const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad, unpack: benchUnpack, commit: benchCommit, run: benchRun, detached: benchDetached, registry: benchRegistry, build: benchBuild, pull: benchPull, push: benchPush };
+const BENCHES: Record<string, () => Promise<void>> = { images: benchImages, startup: benchStartup, load: benchLoad, save: benchSave, unpack: benchUnpack, commit: benchCommit, run: benchRun, detached: benchDetached, registry: benchRegistry, build: benchBuild, pull: benchPull, push: benchPush };
 
 const wanted = process.argv.slice(2);
 for (const w of wanted) if (!BENCHES[w]) throw new Error(`unknown benchmark "${w}"; have: ${Object.keys(BENCHES).join(", ")}`);
