@@ -60,6 +60,53 @@ test("save → load round trips in both formats, digests preserved", async (t) =
   assert.match(ok(strata(viaStdin, ["load"], { input: gzipSync(readFileSync(docker)) })).stdout, /Loaded image: rt:1\nLoaded image: rt:2\n/);
 });
 
+test("save -o and export -o: a device or FIFO is written in place (never replaced), a symlink is followed, a directory refused", async (t) => {
+  const { execFileSync, spawn } = await import("node:child_process");
+  const { lstatSync, mkdirSync, readlinkSync, symlinkSync } = await import("node:fs");
+  const dir = tempDir(t);
+  const root = join(dir, "root");
+  ok(strata(root, ["import", busyboxRootfs(join(dir, "rootfs")), "o:1"]));
+  const whole = (f: string) => ok(strata(join(dir, `check-${Math.random()}`), ["load", "-q", "-i", f]), `load ${f}`);
+
+  // A device that is always full (/dev/full's numbers, made here): an ENOSPC error, and the node is still a device.
+  if (process.getuid?.() === 0) {
+    const full = join(dir, "full");
+    execFileSync("mknod", [full, "c", "1", "7"]);
+    for (const args of [["save", "-o", full, "o:1"], ["export", "-o", full]]) {
+      if (args[0] === "export") args.push(ok(strata(root, ["create", "o:1"])).stdout.trim());
+      const r = strata(root, args);
+      assert.equal(r.code, 1, `${args[0]}: ${r.stderr}`);
+      assert.match(r.stderr, /^Error: .*(ENOSPC|no space left)[^\n]*\n$/i);
+      assert.ok(lstatSync(full).isCharacterDevice(), `${args[0]} -o left the device node in place`);
+    }
+  }
+
+  // A FIFO: written in place while a reader takes it.
+  const fifo = join(dir, "fifo");
+  execFileSync("mkfifo", [fifo]);
+  const copied = join(dir, "from-fifo.tar");
+  const reader = spawn("sh", ["-c", `cat "${fifo}" > "${copied}"`]);
+  const readerDone = new Promise((r) => reader.on("exit", r));
+  ok(strata(root, ["save", "-o", fifo, "o:1"]));
+  await readerDone;
+  assert.ok(lstatSync(fifo).isFIFO());
+  whole(copied);
+
+  // A symlink: its target is written, the link stays.
+  mkdirSync(join(dir, "real"));
+  symlinkSync(join(dir, "real", "img.tar"), join(dir, "link.tar"));
+  writeFileSync(join(dir, "real", "img.tar"), "old");
+  ok(strata(root, ["save", "-o", join(dir, "link.tar"), "o:1"]));
+  assert.equal(readlinkSync(join(dir, "link.tar")), join(dir, "real", "img.tar"));
+  whole(join(dir, "real", "img.tar"));
+  assert.deepEqual(listTree(join(dir, "real")), ["img.tar"], "no temporary file left beside it");
+
+  // A directory: refused before anything is written.
+  const r = strata(root, ["save", "-o", join(dir, "real"), "o:1"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^Error: open .*real: is a directory\n$/);
+});
+
 test("loading the same archive twice is idempotent", async (t) => {
   const dir = tempDir(t);
   const root = join(dir, "root");

@@ -1,5 +1,5 @@
 // fs.promises is reached through the property so that a command that only reads small blobs never loads it.
-import { createReadStream, closeSync, constants as fsc, fstatSync, openSync, promises as fs, readFileSync } from "node:fs";
+import { createReadStream, closeSync, fstatSync, openSync, promises as fs, readFileSync } from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import type { Readable } from "node:stream";

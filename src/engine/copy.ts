@@ -1,7 +1,7 @@
-import { createWriteStream, mkdtempSync, promises as fs, rmSync } from "node:fs";
+import { mkdtempSync, promises as fs, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Readable, Writable } from "node:stream";
+import type { Readable } from "node:stream";
 import { StrataError, isErrno } from "../errors/index.js";
 import { chainIds, digestHex, sha256, type Digest } from "../digest/index.js";
 import { VerifyStream } from "../digest/stream.js";
@@ -17,6 +17,7 @@ import { OCI_LAYOUT } from "../layout/view.js";
 import { childManifest, flatIndex, isIndexDoc, parsePlatform, type ProgressEvent } from "./pull.js";
 import { pushImage, pushIndex, storeIndexSource, storeSource, type SourceImage, type SourceIndex } from "./push.js";
 import type { Engine } from "./index.js";
+import { writeOutputFile } from "./output.js";
 
 /**
  * Where an image is, for `strata copy`, in containers/image's transport
@@ -133,7 +134,7 @@ export async function copy(engine: Engine, from: string, to: string, opts: CopyO
     // docker-archive names are image references; an OCI archive's ref.name is the tag as given.
     const names = dst.tag ? [dst.kind === "docker-archive" ? formatReference(parseReference(dst.tag)) : dst.tag] : [];
     const { writeArchive } = await import("../layout/save.js");
-    await intoFile(dst.file, (out) => writeArchive([{ image: tmp.image(source.digest), names }], dst.kind, out));
+    await writeOutputFile(dst.file, (out) => writeArchive([{ image: tmp.image(source.digest), names }], dst.kind, out));
     return { digest: source.digest };
   } finally {
     for (const c of cleanups.reverse()) await c();
@@ -162,24 +163,13 @@ async function copyIndex(engine: Engine, source: SourceIndex, dst: Location, to:
       const dir = scratchDir();
       await writeLayout(dir, dst.tag, source);
       const [{ packDirectory }, { pipeline }] = await Promise.all([import("../archive/tar.js"), import("node:stream/promises")]);
-      await intoFile(dst.file, (out) => pipeline(packDirectory(dir), out));
+      await writeOutputFile(dst.file, (out) => pipeline(packDirectory(dir), out));
       break;
     }
     case "docker-archive":
       throw new StrataError("UNSUPPORTED", `${to}: a docker-archive holds one platform's image, not a multi-platform one: copy without --all (--platform picks one)`);
   }
   return { digest: source.digest };
-}
-
-/** Writes `file` through a temporary name beside it, renamed into place when complete (removed if not). */
-async function intoFile(file: string, write: (out: Writable) => Promise<void>): Promise<void> {
-  const tmp = `${file}.strata-tmp-${process.pid}`;
-  try {
-    await write(createWriteStream(tmp));
-    await fs.rename(tmp, file);
-  } finally {
-    await fs.rm(tmp, { force: true });
-  }
 }
 
 async function openFile(path: string): Promise<Readable> {

@@ -36,7 +36,14 @@ export async function writeArchive(images: NamedImage[], format: ArchiveFormat, 
   const written = new Set<string>();
   const header = (name: string, size: number) => ({ name, type: "file" as const, size, mode: 0o444, uid: 0, gid: 0, mtime: 0 });
   const file = (name: string, body: Buffer) => tar.add(header(name, body.length), body);
-  const stream = async (name: string, size: number, open: () => Promise<Readable>) => tar.add(header(name, size), await open());
+  const stream = async (name: string, size: number, open: () => Promise<Readable>) => {
+    const src = await open();
+    try {
+      await tar.add(header(name, size), src);
+    } finally {
+      src.destroy(); // read to its end already, unless the archive failed first
+    }
+  };
 
   try {
     if (format === "docker-archive") {

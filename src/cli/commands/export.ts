@@ -19,16 +19,8 @@ Options:
       await pipeline(tar, process.stdout);
       return 0;
     }
-    const { createWriteStream } = await import("node:fs");
-    const { rename, rm } = await import("node:fs/promises");
-    const tmp = `${output}.strata-tmp-${process.pid}`;
-    try {
-      await pipeline(tar, createWriteStream(tmp));
-      await rename(tmp, output);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
+    const { writeOutputFile } = await import("../../engine/output.js");
+    await writeOutputFile(output, (out) => pipeline(tar, out));
     return 0;
   },
 };

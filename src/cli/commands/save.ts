@@ -21,19 +21,8 @@ Options:
       await engine.save(positionals, process.stdout, format);
       return 0;
     }
-    const fs = await import("node:fs");
-    const { rename, rm } = await import("node:fs/promises");
-    // Written beside the target and renamed when complete: a failed save leaves no half archive.
-    const tmp = `${output}.strata-tmp-${process.pid}`;
-    const out = fs.createWriteStream(tmp);
-    try {
-      await engine.save(positionals, out, format);
-      await rename(tmp, output);
-    } catch (e) {
-      out.destroy();
-      await rm(tmp, { force: true });
-      throw e;
-    }
+    const { writeOutputFile } = await import("../../engine/output.js");
+    await writeOutputFile(output, (out) => engine.save(positionals, out, format));
     return 0;
   },
 };
