@@ -32,9 +32,11 @@ function unmountUnder(dir: string): string[] {
 }
 
 // On ext4 without a journal (as here) the kernel, allocating an inode, steps one by one over
-// the inodes freed in the last 30 s: creating files right after deleting tens of thousands is
-// several times slower. So the runs' stores are moved aside rather than deleted, the trash is
-// emptied after each comparison, and the next one starts 30 s later.
+// the inodes freed in the last 60 s (360 s while their inode table block is dirty): creating
+// files right after deleting tens of thousands is several times slower (tar -x of the unpack
+// fixture's node_modules layer: 14.5 s instead of 1.7 s). So the runs' stores are moved aside
+// rather than deleted, the trash is emptied after each comparison and synced, and the next
+// one starts 61 s later.
 let trash: string | undefined;
 let trashed = 0;
 /** When the last big deletion ended; deletions made before this process started (tests, earlier runs) are waited out too. */
@@ -64,13 +66,7 @@ function discard(dir: string): string[] {
   return mounts;
 }
 
-/**
- * How long a big deletion slows down the next creates. ext4 without a
- * journal (this VM's disk) skips inodes deleted less than 60 s ago (360 s
- * while their inode table block is dirty), scanning past each one: right
- * after a tree of 50,000 files is removed, tar -x of one like it took 14.5 s
- * instead of 1.7 s. So deletions are synced and waited out.
- */
+/** How long a synced deletion slows down the next creates (see the note on the trash above). */
 const DELETE_SETTLES_MS = 61_000;
 
 /** compare(), between deletions: it waits out the last one, then empties the trash of its runs. */
