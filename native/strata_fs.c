@@ -6,10 +6,13 @@
 // running a batch on a libuv thread: a layer's small files, directories and
 // symlinks, already resolved and checked by the extractor, and the final
 // directory modes and times (see src/archive/extract.ts); the files a build's
-// COPY writes (see src/build/builder.ts).
+// COPY writes (see src/build/builder.ts). hashRead reads a blob's next piece
+// and hashes it on a libuv thread too, with the OpenSSL that Node carries
+// (see fileChunks in src/content/index.ts).
 #define _GNU_SOURCE  // copy_file_range
 #define NAPI_VERSION 8
 #include <node_api.h>
+#include <openssl/evp.h>
 #include <uv.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -210,7 +213,7 @@ static napi_value js_umount2(napi_env env, napi_callback_info info) {
 // ---- applyBatch, restoreDirs ----------------------------------------------
 
 // applyBatch: one record per entry, REC numbers each in `nums`; its path
-// (absolute, NUL-terminated) and its data (a file's content, a symlink's
+// (relative to the root's descriptor, NUL-terminated) and its data (a file's content, a symlink's
 // NUL-terminated target) are at offsets in one shared data buffer.
 enum { R_KIND, R_MODE, R_UID, R_GID, R_ATIME, R_MTIME, R_PATH, R_DATA, R_LEN, R_CHMOD, REC };
 enum { K_FILE = 0, K_DIR = 1, K_SYMLINK = 2 };
@@ -224,6 +227,7 @@ typedef struct {
   size_t n;
   char **paths;  // restoreDirs, copyBatch: copies of the paths given
   char *data;    // applyBatch: the shared data buffer (paths and contents)
+  int root;      // applyBatch, restoreDirs: the descriptor the paths are relative to
   double *nums, *out;
   size_t done;
   // restoreDirs: nothing was removed or replaced since the directories were
@@ -249,9 +253,9 @@ static struct timespec to_timespec(double t) {
 // which clears setuid/setgid; unless R_CHMOD is 0: the mode given to open,
 // less the umask, is already right) and times. Returns 0, or -1 on the
 // first failing call.
-static int apply_file(const double *r, const char *path, const char *data, size_t len) {
+static int apply_file(int root, const double *r, const char *path, const char *data, size_t len) {
   int chmod_after = r[R_CHMOD] != 0;
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, chmod_after ? 0600 : (mode_t)r[R_MODE] & 0777);
+  int fd = openat(root, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, chmod_after ? 0600 : (mode_t)r[R_MODE] & 0777);
   if (fd < 0) return -1;
   int rc = 0;
   while (rc == 0 && len > 0) {
@@ -276,13 +280,15 @@ static int apply_file(const double *r, const char *path, const char *data, size_
 // else in the way is a failure, for the caller to replace); owner (when it
 // differs); device, inode and whether it was made (1) or merged (0) into
 // out. Its times are the caller's too.
-static int apply_dir(const double *r, const char *path, double *out) {
+static int apply_dir(int root, const double *r, const char *path, double *out) {
   struct stat st;
-  int made = mkdir(path, ((mode_t)r[R_MODE] & 0777) | 0700) == 0;
+  int made = mkdirat(root, path, ((mode_t)r[R_MODE] & 0777) | 0700) == 0;
   if (!made && errno != EEXIST) return -1;
-  if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return -1;
+  if (fstatat(root, path, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) return -1;
   out[2] = made;
-  if (r[R_UID] >= 0 && (st.st_uid != (uid_t)r[R_UID] || st.st_gid != (gid_t)r[R_GID]) && lchown(path, (uid_t)r[R_UID], (gid_t)r[R_GID]) != 0) return -1;
+  if (r[R_UID] >= 0 && (st.st_uid != (uid_t)r[R_UID] || st.st_gid != (gid_t)r[R_GID]) &&
+      fchownat(root, path, (uid_t)r[R_UID], (gid_t)r[R_GID], AT_SYMLINK_NOFOLLOW) != 0)
+    return -1;
   out[0] = (double)st.st_dev;
   out[1] = (double)st.st_ino;
   return 0;
@@ -290,11 +296,11 @@ static int apply_dir(const double *r, const char *path, double *out) {
 
 // A symlink to `target` (NUL-terminated, no NUL inside): created (never
 // over anything), then its own owner and times (never through it).
-static int apply_symlink(const double *r, const char *path, const char *target) {
-  int rc = symlink(target, path);
+static int apply_symlink(int root, const double *r, const char *path, const char *target) {
+  int rc = symlinkat(target, root, path);
   struct timespec ts[2] = {to_timespec(r[R_ATIME]), to_timespec(r[R_MTIME])};
-  if (rc == 0 && r[R_UID] >= 0) rc = lchown(path, (uid_t)r[R_UID], (gid_t)r[R_GID]);
-  if (rc == 0) rc = utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW);
+  if (rc == 0 && r[R_UID] >= 0) rc = fchownat(root, path, (uid_t)r[R_UID], (gid_t)r[R_GID], AT_SYMLINK_NOFOLLOW);
+  if (rc == 0) rc = utimensat(root, path, ts, AT_SYMLINK_NOFOLLOW);
   return rc;
 }
 
@@ -304,7 +310,9 @@ static void batch_execute(napi_env env, void *data) {
   for (b->done = 0; b->done < b->n; b->done++) {
     const double *r = b->nums + b->done * REC;
     const char *path = b->data + (size_t)r[R_PATH], *d = b->data + (size_t)r[R_DATA];
-    int rc = r[R_KIND] == K_DIR ? apply_dir(r, path, b->out + 3 * b->done) : r[R_KIND] == K_SYMLINK ? apply_symlink(r, path, d) : apply_file(r, path, d, (size_t)r[R_LEN]);
+    int rc = r[R_KIND] == K_DIR       ? apply_dir(b->root, r, path, b->out + 3 * b->done)
+             : r[R_KIND] == K_SYMLINK ? apply_symlink(b->root, r, path, d)
+                                      : apply_file(b->root, r, path, d, (size_t)r[R_LEN]);
     if (rc != 0) return;
   }
 }
@@ -323,15 +331,15 @@ static void restore_execute(napi_env env, void *data) {
     if (b->trusted) {
       struct timespec ts[2] = {to_timespec(r[D_ATIME]), to_timespec(r[D_MTIME])};
       const char *failed = NULL;
-      if (r[D_CHMOD] != 0 && fchmodat(AT_FDCWD, path, (mode_t)r[D_MODE], 0) != 0) failed = "chmod";
-      else if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) failed = "utimensat";
+      if (r[D_CHMOD] != 0 && fchmodat(b->root, path, (mode_t)r[D_MODE], 0) != 0) failed = "chmod";
+      else if (utimensat(b->root, path, ts, AT_SYMLINK_NOFOLLOW) != 0) failed = "utimensat";
       if (failed) {
         b->err = errno, b->syscall = failed, b->done = i;
         return;
       }
       continue;
     }
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(b->root, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
       if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;
       b->err = errno, b->syscall = "open", b->done = i;
@@ -410,49 +418,54 @@ static int terminated(const char *data, size_t len, double off) {
   return off >= 0 && off < (double)len && memchr(data + (size_t)off, 0, len - (size_t)off) != NULL;
 }
 
-// applyBatch(n: number, data: Buffer, nums: Float64Array, out: Float64Array): Promise<number>
+// applyBatch(root: number, n: number, data: Buffer, nums: Float64Array, out: Float64Array): Promise<number>
 // Every offset is checked here, on the JS thread, before any work is queued;
 // directory records write their device, inode and whether it was made to
 // out[3i], out[3i + 1], out[3i + 2].
 static napi_value js_applyBatch(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4], promise = NULL;
+  size_t argc = 5;
+  napi_value argv[5], promise = NULL;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   batch_t *b = calloc(1, sizeof *b);
+  int32_t root = -1;
   uint32_t n = 0;
   size_t len = 0, nnums = 0, nout = 0;
   napi_typedarray_type t1, t2;
   void *data = NULL, *nums = NULL, *out = NULL;
-  if (!b || argc < 4 || napi_get_value_uint32(env, argv[0], &n) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok ||
-      napi_get_typedarray_info(env, argv[2], &t1, &nnums, &nums, NULL, NULL) != napi_ok || t1 != napi_float64_array || nnums < (size_t)n * REC ||
-      napi_get_typedarray_info(env, argv[3], &t2, &nout, &out, NULL, NULL) != napi_ok || t2 != napi_float64_array || nout < (size_t)n * 3)
+  if (!b || argc < 5 || napi_get_value_int32(env, argv[0], &root) != napi_ok || root < 0 || napi_get_value_uint32(env, argv[1], &n) != napi_ok ||
+      napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok ||
+      napi_get_typedarray_info(env, argv[3], &t1, &nnums, &nums, NULL, NULL) != napi_ok || t1 != napi_float64_array || nnums < (size_t)n * REC ||
+      napi_get_typedarray_info(env, argv[4], &t2, &nout, &out, NULL, NULL) != napi_ok || t2 != napi_float64_array || nout < (size_t)n * 3)
     goto bad;
-  b->n = n, b->data = data, b->nums = nums, b->out = out;
+  b->root = root, b->n = n, b->data = data, b->nums = nums, b->out = out;
   for (size_t i = 0; i < n; i++) {
     const double *r = b->nums + i * REC;
     if (!terminated(data, len, r[R_PATH]) || r[R_DATA] < 0 || r[R_LEN] < 0 || r[R_DATA] + r[R_LEN] > (double)len) goto bad;
     if (r[R_KIND] == K_SYMLINK && (!terminated(data, len, r[R_DATA]) || strlen(b->data + (size_t)r[R_DATA]) != (size_t)r[R_LEN])) goto bad;
   }
-  if ((promise = batch_queue(env, argv, 4, b, batch_execute))) return promise;
+  if ((promise = batch_queue(env, argv + 1, 4, b, batch_execute))) return promise;
 bad:
   if (b) batch_free(env, b);
-  napi_throw_type_error(env, NULL, "applyBatch(n, data, nums, out)");
+  napi_throw_type_error(env, NULL, "applyBatch(root, n, data, nums, out)");
   return NULL;
 }
 
-// restoreDirs(paths: string[], nums: Float64Array, trusted: boolean): Promise<void>, in the order given
+// restoreDirs(root: number, paths: string[], nums: Float64Array, trusted: boolean): Promise<void>,
+// in the order given; the paths are relative to the directory open as root.
 static napi_value js_restoreDirs(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], promise = NULL;
+  size_t argc = 4;
+  napi_value argv[4], promise = NULL;
   bool trusted = false;
+  int32_t root = -1;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   batch_t *b = calloc(1, sizeof *b);
-  if (b && argc == 3 && napi_get_value_bool(env, argv[2], &trusted) == napi_ok && batch_paths(env, argv, b, DREC) == 0) {
-    b->trusted = trusted;
-    if ((promise = batch_queue(env, argv, 2, b, restore_execute))) return promise;
+  if (b && argc == 4 && napi_get_value_int32(env, argv[0], &root) == napi_ok && root >= 0 && napi_get_value_bool(env, argv[3], &trusted) == napi_ok &&
+      batch_paths(env, argv + 1, b, DREC) == 0) {
+    b->trusted = trusted, b->root = root;
+    if ((promise = batch_queue(env, argv + 1, 2, b, restore_execute))) return promise;
   }
   if (b) batch_free(env, b);
-  napi_throw_type_error(env, NULL, "restoreDirs(paths, nums, trusted)");
+  napi_throw_type_error(env, NULL, "restoreDirs(root, paths, nums, trusted)");
   return NULL;
 }
 
@@ -533,6 +546,391 @@ static napi_value js_copyBatch(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---- scanTar ---------------------------------------------------------------
+
+// The set of directories (relative paths) the extractor knows to be real
+// directories reached through directories only: an External, grown as
+// scanTar adds the directories it queues, emptied by scanForget when the
+// extractor forgets what it resolved. Open addressing, FNV-1a.
+typedef struct {
+  char **keys;
+  size_t cap, n;
+} dirset_t;
+
+static uint64_t fnv1a(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+  return h;
+}
+
+// The slot of key p[0..n) in keys (cap a power of two): where it is, or the empty slot where it would go.
+static size_t dirset_slot(char **keys, size_t cap, const char *p, size_t n) {
+  size_t i = fnv1a(p, n) & (cap - 1);
+  while (keys[i] && !(strncmp(keys[i], p, n) == 0 && keys[i][n] == 0)) i = (i + 1) & (cap - 1);
+  return i;
+}
+
+static int dirset_has(dirset_t *d, const char *p, size_t n) {
+  return n == 0 || (d->cap && d->keys[dirset_slot(d->keys, d->cap, p, n)] != NULL);
+}
+
+// Adds p[0..n); 0, or -1 out of memory.
+static int dirset_add(dirset_t *d, const char *p, size_t n) {
+  if (2 * (d->n + 1) > d->cap) {
+    size_t cap = d->cap ? 2 * d->cap : 1024;
+    char **keys = calloc(cap, sizeof *keys);
+    if (!keys) return -1;
+    for (size_t i = 0; i < d->cap; i++)
+      if (d->keys[i]) keys[dirset_slot(keys, cap, d->keys[i], strlen(d->keys[i]))] = d->keys[i];
+    free(d->keys);
+    d->keys = keys, d->cap = cap;
+  }
+  size_t i = dirset_slot(d->keys, d->cap, p, n);
+  if (d->keys[i]) return 0;
+  if (!(d->keys[i] = malloc(n + 1))) return -1;
+  memcpy(d->keys[i], p, n);
+  d->keys[i][n] = 0;
+  d->n++;
+  return 0;
+}
+
+static void dirset_clear(dirset_t *d) {
+  for (size_t i = 0; i < d->cap; i++) free(d->keys[i]), d->keys[i] = NULL;
+  d->n = 0;
+}
+
+static void dirset_finalize(napi_env env, void *data, void *hint) {
+  dirset_t *d = data;
+  dirset_clear(d);
+  free(d->keys);
+  free(d);
+}
+
+// scanNew(): External, an empty directory set.
+static napi_value js_scanNew(napi_env env, napi_callback_info info) {
+  napi_value result;
+  dirset_t *d = calloc(1, sizeof *d);
+  if (!d || napi_create_external(env, d, dirset_finalize, NULL, &result) != napi_ok) {
+    free(d);
+    napi_throw_error(env, NULL, "scanNew: out of memory");
+    return NULL;
+  }
+  return result;
+}
+
+// scanForget(set: External): empties it.
+static napi_value js_scanForget(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  dirset_t *d = NULL;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(argc == 1 ? napi_get_value_external(env, argv[0], (void **)&d) : napi_invalid_arg);
+  dirset_clear(d);
+  return undefined(env);
+}
+
+// scanAdd(set: External, rel: string)
+static napi_value js_scanAdd(napi_env env, napi_callback_info info) {
+  size_t argc = 2, n = 0;
+  napi_value argv[2];
+  dirset_t *d = NULL;
+  char rel[4096];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(argc == 2 ? napi_get_value_external(env, argv[0], (void **)&d) : napi_invalid_arg);
+  CHECK(napi_get_value_string_utf8(env, argv[1], rel, sizeof rel, &n));
+  // A path too long for this buffer is simply not known here (the scanner takes none that long).
+  if (n < sizeof rel - 1 && dirset_add(d, rel, n) != 0) {
+    napi_throw_error(env, NULL, "scanAdd: out of memory");
+    return NULL;
+  }
+  return undefined(env);
+}
+
+// scanHas(set: External, rel: string): boolean
+static napi_value js_scanHas(napi_env env, napi_callback_info info) {
+  size_t argc = 2, n = 0;
+  napi_value argv[2], result;
+  dirset_t *d = NULL;
+  char rel[4096];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(argc == 2 ? napi_get_value_external(env, argv[0], (void **)&d) : napi_invalid_arg);
+  CHECK(napi_get_value_string_utf8(env, argv[1], rel, sizeof rel, &n));
+  CHECK(napi_get_boolean(env, n < sizeof rel - 1 && dirset_has(d, rel, n), &result));
+  return result;
+}
+
+// An octal tar number field as readTar takes it (NULs and spaces around
+// the digits); -1 for anything else, base-256 included (left to readTar).
+static double octal(const unsigned char *b, size_t len) {
+  size_t i = 0;
+  while (i < len && (b[i] == ' ' || b[i] == 0)) i++;
+  double n = 0;
+  for (; i < len && b[i] >= '0' && b[i] <= '7'; i++) n = n * 8 + (b[i] - '0');
+  for (; i < len; i++)
+    if (b[i] != ' ' && b[i] != 0) return -1;
+  return n;
+}
+
+static size_t field_len(const unsigned char *b, size_t max) {
+  const unsigned char *z = memchr(b, 0, max);
+  return z ? (size_t)(z - b) : max;
+}
+
+// Printable ASCII only: the bytes are the name readTar would decode.
+static int plain_ascii(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i] < 0x20 || p[i] > 0x7e) return 0;
+  return 1;
+}
+
+// A name that entryComponents() takes as it is and the extractor batches:
+// no empty, `.` or `..` component, no leading or doubled `/`, no component
+// starting with `.wh.` (whiteouts, and names the extractor refuses).
+static int clean_name(const char *p, size_t n) {
+  if (n == 0 || p[0] == '/') return 0;
+  for (size_t i = 0; i <= n;) {
+    size_t j = i;
+    while (j < n && p[j] != '/') j++;
+    size_t c = j - i;
+    if (c == 0 || (c == 1 && p[i] == '.') || (c == 2 && p[i] == '.' && p[i + 1] == '.') || (c >= 4 && memcmp(p + i, ".wh.", 4) == 0)) return 0;
+    i = j + 1;
+  }
+  return 1;
+}
+
+enum { S_USED, S_COUNT, S_MAXREC, S_BATCH_BYTES, S_SMALL, S_OWN_UID, S_OWN_GID, S_CHOWN, S_UMASK, S_LAST, S_FIELDS };
+
+// scanTar(set, chunk: Buffer, off, arena: Buffer, nums: Float64Array, state: Float64Array): number
+//
+// The extractor's fast path, on the JS thread: from `off`, each whole entry
+// (header, data and padding inside the chunk) that the extractor would put
+// into a native batch as it is -- a ustar or v7 header with a good checksum;
+// a regular file of at most S_SMALL bytes, a directory or a symlink; octal
+// fields; a clean printable-ASCII name whose parent directory is in `set`;
+// ids in range -- is written as an applyBatch record (its path, data and
+// numbers) at the end of the arena, and a directory joins `set`. It stops
+// before the first entry it would not take, when the batch is full
+// (S_MAXREC records or S_BATCH_BYTES bytes) or when the chunk ends, and
+// returns the offset it got to: readTar goes on from there. state holds the
+// arena's bytes used and records (updated), the limits, the process's ids,
+// chown, the umask, and S_LAST: the last path's offset (-1 when none).
+static napi_value js_scanTar(napi_env env, napi_callback_info info) {
+  size_t argc = 6, clen = 0, alen = 0, nnums = 0, nstate = 0;
+  napi_value argv[6], result;
+  dirset_t *d = NULL;
+  unsigned char *chunk = NULL;
+  char *arena = NULL;
+  double *nums = NULL, *st = NULL, off = 0;
+  napi_typedarray_type t1, t2;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 6 || napi_get_value_external(env, argv[0], (void **)&d) != napi_ok || napi_get_buffer_info(env, argv[1], (void **)&chunk, &clen) != napi_ok ||
+      napi_get_value_double(env, argv[2], &off) != napi_ok || !(off >= 0 && off <= (double)clen) ||
+      napi_get_buffer_info(env, argv[3], (void **)&arena, &alen) != napi_ok ||
+      napi_get_typedarray_info(env, argv[4], &t1, &nnums, (void **)&nums, NULL, NULL) != napi_ok || t1 != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[5], &t2, &nstate, (void **)&st, NULL, NULL) != napi_ok || t2 != napi_float64_array || nstate < S_FIELDS ||
+      !(st[S_MAXREC] >= 0 && st[S_MAXREC] * REC <= (double)nnums) || !(st[S_USED] >= 0 && st[S_USED] <= (double)alen) ||
+      !(st[S_COUNT] >= 0 && st[S_COUNT] <= st[S_MAXREC])) {
+    napi_throw_type_error(env, NULL, "scanTar(set, chunk, off, arena, nums, state)");
+    return NULL;
+  }
+  size_t at = (size_t)off, used = (size_t)st[S_USED], count = (size_t)st[S_COUNT];
+  const size_t maxrec = (size_t)st[S_MAXREC];
+  const double small = st[S_SMALL], batch_bytes = st[S_BATCH_BYTES], umask_ = st[S_UMASK];
+  const int chown_ = st[S_CHOWN] != 0;
+  char name[256 + 1];
+  while (count < maxrec && (double)used < batch_bytes && clen - at >= 512) {
+    const unsigned char *h = chunk + at;
+    // The checksum, as readTar computes it (unsigned; the signed sum is readTar's to accept).
+    double stored = octal(h + 148, 8);
+    unsigned sum = 8 * ' ';
+    for (int i = 0; i < 512; i++) sum += (i >= 148 && i < 156) ? 0 : h[i];
+    if (stored < 0 || stored != (double)sum) break;
+    unsigned char flag = h[156];
+    int ustar = memcmp(h + 257, "ustar\0" "00", 8) == 0;
+    size_t nlen = field_len(h, 100), plen = ustar ? field_len(h + 345, 155) : 0, len = 0;
+    if (plen) {
+      memcpy(name, h + 345, plen);
+      name[plen] = '/';
+      len = plen + 1;
+    }
+    memcpy(name + len, h, nlen);
+    len += nlen;
+    int kind;
+    if (flag == '5' || (flag == 0 && len > 0 && name[len - 1] == '/')) kind = K_DIR;
+    else if (flag == '0' || flag == 0 || flag == '7') kind = K_FILE;
+    else if (flag == '2') kind = K_SYMLINK;
+    else break;
+    // A directory's trailing slash goes, as entryComponents drops it; a leading "./" too.
+    if (kind == K_DIR && len > 1 && name[len - 1] == '/') len--;
+    size_t skip = 0;
+    while (len - skip > 2 && name[skip] == '.' && name[skip + 1] == '/') skip += 2;
+    const char *path = name + skip;
+    len -= skip;
+    if (!plain_ascii((const unsigned char *)path, len) || !clean_name(path, len)) break;
+    const char *slash = memrchr(path, '/', len);
+    if (!dirset_has(d, path, slash ? (size_t)(slash - path) : 0)) break;
+    double mode = octal(h + 100, 8), uid = octal(h + 108, 8), gid = octal(h + 116, 8), size = octal(h + 124, 12), mtime = octal(h + 136, 12);
+    if (mode < 0 || uid < 0 || gid < 0 || size < 0 || mtime < 0 || uid > 0xfffffffe || gid > 0xfffffffe) break;
+    size_t data = kind == K_FILE ? (size_t)size : 0, padded = (data + 511) & ~(size_t)511;
+    if (kind == K_FILE && (size > small || clen - at - 512 < padded)) break;
+    size_t tlen = kind == K_SYMLINK ? field_len(h + 157, 100) : 0;
+    if (kind == K_SYMLINK && (tlen == 0 || !plain_ascii(h + 157, tlen))) break;
+    if (used + len + 1 + data + tlen + 1 > alen) break;
+    // The record, as the extractor's enqueue() writes it.
+    double *r = nums + count * REC;
+    int m = (int)fmod(mode, 4096.0);
+    double u = chown_ ? uid : -1, g = chown_ ? gid : -1;
+    if (kind != K_DIR && u == st[S_OWN_UID] && g == st[S_OWN_GID]) u = g = -1;
+    r[R_KIND] = kind, r[R_MODE] = m, r[R_UID] = u, r[R_GID] = g, r[R_ATIME] = mtime, r[R_MTIME] = mtime;
+    r[R_CHMOD] = ((int)fmod(mode, 4096.0) & 07000) || ((long long)mode & (long long)umask_) ? 1 : 0;
+    r[R_PATH] = (double)used;
+    memcpy(arena + used, path, len);
+    arena[used + len] = 0;
+    st[S_LAST] = (double)used;
+    used += len + 1;
+    r[R_DATA] = (double)used;
+    if (kind == K_FILE) {
+      memcpy(arena + used, h + 512, data);
+      used += data;
+      r[R_LEN] = (double)data;
+    } else if (kind == K_SYMLINK) {
+      memcpy(arena + used, h + 157, tlen);
+      arena[used + tlen] = 0;
+      used += tlen + 1;
+      r[R_LEN] = (double)tlen;
+    } else {
+      r[R_LEN] = 0;
+      if (dirset_add(d, path, len) != 0) break;
+    }
+    count++;
+    at += 512 + padded;
+  }
+  st[S_USED] = (double)used, st[S_COUNT] = (double)count;
+  CHECK(napi_create_double(env, (double)at, &result));
+  return result;
+}
+
+// ---- hashRead ------------------------------------------------------------
+
+// A running digest (an External): used by one hashRead at a time.
+typedef struct {
+  EVP_MD_CTX *ctx;
+} hash_t;
+
+static void hash_finalize(napi_env env, void *data, void *hint) {
+  EVP_MD_CTX_free(((hash_t *)data)->ctx);
+  free(data);
+}
+
+// hashNew(algorithm: string): External, a digest ("sha256", "sha512") to feed with hashRead.
+static napi_value js_hashNew(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *alg = argc == 1 ? get_string(env, argv[0]) : NULL;
+  const EVP_MD *md = alg ? EVP_get_digestbyname(alg) : NULL;
+  free(alg);
+  hash_t *h = md ? calloc(1, sizeof *h) : NULL;
+  if (h && (!(h->ctx = EVP_MD_CTX_new()) || EVP_DigestInit_ex(h->ctx, md, NULL) != 1)) {
+    hash_finalize(env, h, NULL);
+    h = NULL;
+  }
+  if (!h || napi_create_external(env, h, hash_finalize, NULL, &result) != napi_ok) {
+    if (h) hash_finalize(env, h, NULL);
+    napi_throw_type_error(env, NULL, "hashNew(algorithm): unknown digest algorithm");
+    return NULL;
+  }
+  return result;
+}
+
+// hashDigest(hash: External): string, the lowercase hex digest; the digest is finished.
+static napi_value js_hashDigest(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  hash_t *h = NULL;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  char hex[2 * EVP_MAX_MD_SIZE + 1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(argc == 1 ? napi_get_value_external(env, argv[0], (void **)&h) : napi_invalid_arg);
+  if (EVP_DigestFinal_ex(h->ctx, md, &n) != 1) {
+    napi_throw_error(env, NULL, "hashDigest: digest failed");
+    return NULL;
+  }
+  for (unsigned int i = 0; i < n; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  CHECK(napi_create_string_latin1(env, hex, 2 * n, &result));
+  return result;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref keep;  // the buffer and the digest, alive while the thread uses them
+  hash_t *hash;
+  int fd;
+  char *buf;
+  size_t len, got;
+  double pos;
+  int err;
+} hashread_t;
+
+// On the libuv thread: pread until the buffer is full or the file ends, then the digest of what was read.
+static void hashread_execute(napi_env env, void *data) {
+  hashread_t *r = data;
+  while (r->got < r->len) {
+    ssize_t n = pread(r->fd, r->buf + r->got, r->len - r->got, (off_t)r->pos + (off_t)r->got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      r->err = errno;
+      return;
+    }
+    if (n == 0) break;
+    r->got += (size_t)n;
+  }
+  if (r->got > 0 && EVP_DigestUpdate(r->hash->ctx, r->buf, r->got) != 1) r->err = EIO;
+}
+
+static void hashread_complete(napi_env env, napi_status status, void *data) {
+  hashread_t *r = data;
+  napi_value v;
+  if (r->err) {
+    napi_reject_deferred(env, r->deferred, errno_error(env, r->err, "read", NULL));
+  } else {
+    napi_create_double(env, (double)r->got, &v);
+    napi_resolve_deferred(env, r->deferred, v);
+  }
+  napi_delete_reference(env, r->keep);
+  napi_delete_async_work(env, r->work);
+  free(r);
+}
+
+// hashRead(fd: number, buf: Buffer, pos: number, hash: External): Promise<number>, the bytes read
+// into buf from pos (fewer than buf.length only at the end of the file), which the digest is fed.
+static napi_value js_hashRead(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], args, name, promise;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  hashread_t *r = calloc(1, sizeof *r);
+  int32_t fd = -1;
+  void *buf = NULL;
+  if (!r || argc != 4 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || napi_get_buffer_info(env, argv[1], &buf, &r->len) != napi_ok ||
+      napi_get_value_double(env, argv[2], &r->pos) != napi_ok || !(r->pos >= 0) || napi_get_value_external(env, argv[3], (void **)&r->hash) != napi_ok) {
+    free(r);
+    napi_throw_type_error(env, NULL, "hashRead(fd, buf, pos, hash)");
+    return NULL;
+  }
+  r->fd = fd, r->buf = buf;
+  CHECK(napi_create_array_with_length(env, 2, &args));
+  napi_set_element(env, args, 0, argv[1]);
+  napi_set_element(env, args, 1, argv[3]);
+  CHECK(napi_create_reference(env, args, 1, &r->keep));
+  CHECK(napi_create_string_utf8(env, "strata:hashRead", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_promise(env, &r->deferred, &promise));
+  CHECK(napi_create_async_work(env, NULL, name, hashread_execute, hashread_complete, r, &r->work));
+  CHECK(napi_queue_async_work(env, r->work));
+  return promise;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -544,6 +942,14 @@ static napi_value init(napi_env env, napi_value exports) {
     {"applyBatch", NULL, js_applyBatch, NULL, NULL, NULL, napi_enumerable, NULL},
     {"restoreDirs", NULL, js_restoreDirs, NULL, NULL, NULL, napi_enumerable, NULL},
     {"copyBatch", NULL, js_copyBatch, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scanNew", NULL, js_scanNew, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scanForget", NULL, js_scanForget, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scanAdd", NULL, js_scanAdd, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scanHas", NULL, js_scanHas, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scanTar", NULL, js_scanTar, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"hashNew", NULL, js_hashNew, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"hashRead", NULL, js_hashRead, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"hashDigest", NULL, js_hashDigest, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,10 +1,10 @@
 import * as fs from "node:fs";
 import { resolve } from "node:path";
 import { StrataError, isErrno, isStrataError } from "../errors/index.js";
-import { BATCH_DIR, BATCH_FIELDS, BATCH_FILE, BATCH_SYMLINK, RESTORE_FIELDS, nativeFs, type NativeFs } from "../native/index.js";
+import { BATCH_DIR, BATCH_FIELDS, BATCH_FILE, BATCH_SYMLINK, RESTORE_FIELDS, SCAN_FIELDS, nativeFs, type NativeFs, type ScanSet } from "../native/index.js";
 import { OVERLAY_OPAQUE_XATTR, isOverlayWhiteout, parseWhiteout, type WhiteoutName } from "./whiteout.js";
 import { entryComponents, RootScope } from "./safejoin.js";
-import { readTar, type TarEntry, type TarEntrySink } from "./tar.js";
+import { readTar, type TarEntry, type TarEntrySink, type TarScanner } from "./tar.js";
 
 export interface ApplyOptions {
   /**
@@ -33,30 +33,26 @@ const SMALL_FILE = 1 << 20;
 /** A native batch is sent when it holds this many records or bytes. */
 const BATCH_RECORDS = 256;
 const BATCH_BYTES = 1 << 20;
+/**
+ * How many batches may be sent and not yet applied before the parser waits:
+ * with more than one, the addon goes from one to the next while the parser
+ * is busy, and neither waits for the other's slower moments.
+ */
+const BATCHES_SENT = 3;
 /** A path or symlink target longer than this (UTF-16 units, so at most 3 bytes each) is not batched: the arena always has room for one more record. */
 const BATCH_PATH = 16 << 10;
 /** An arena: below BATCH_BYTES before a record, then at most one small file and one path more. */
 const ARENA_BYTES = BATCH_BYTES + SMALL_FILE + 2 * (3 * BATCH_PATH + 1);
 const NUMS = BATCH_FIELDS.length;
+const [S_USED, S_COUNT, S_LIMITS, S_LAST] = ["used", "count", "maxRecords", "last"].map((f) => SCAN_FIELDS.indexOf(f as (typeof SCAN_FIELDS)[number]));
 const RESTORE_NUMS = RESTORE_FIELDS.length;
 const OPAQUE = Buffer.from("y");
 
-/** A small file, a directory or a symlink waiting in the native batch; its parent was resolved from the scope's cache. */
+/** An entry the parser put into a native batch (its parent resolved from the scope's cache): what applying it one by one needs. */
 interface Queued {
   h: TarEntry;
   parts: string[];
   rel: string;
-  kind: number;
-  /** its path's offset in the arena */
-  path: number;
-  /** a file's data or a symlink's target: offset and length in the arena */
-  data: number;
-  len: number;
-  /** -1: no chown */
-  uid: number;
-  gid: number;
-  atime: number;
-  mtime: number;
 }
 
 /** A file being written by applyNow(). */
@@ -66,12 +62,19 @@ interface FileSink extends TarEntrySink {
   close(): void;
 }
 
-/** Where a batch's paths and data are gathered, and its numbers: reused from batch to batch. */
+/** A batch: its records' numbers, paths and data; reused from batch to batch. */
 interface Arena {
   data: Buffer;
   used: number;
+  /** BATCH_FIELDS numbers per record */
   nums: Float64Array;
   out: Float64Array;
+  /** records in it */
+  n: number;
+  /** the records the parser queued, by index (the scanner's have none: their name is their path) */
+  queued: (Queued | undefined)[];
+  /** the scope's generation when its first record's path was resolved */
+  gen: number;
 }
 
 /**
@@ -91,7 +94,7 @@ function currentUmask(): number {
 }
 
 function newArena(): Arena {
-  return { data: Buffer.allocUnsafeSlow(ARENA_BYTES), used: 0, nums: new Float64Array(BATCH_RECORDS * NUMS), out: new Float64Array(BATCH_RECORDS * 3) };
+  return { data: Buffer.allocUnsafeSlow(ARENA_BYTES), used: 0, nums: new Float64Array(BATCH_RECORDS * NUMS), out: new Float64Array(BATCH_RECORDS * 3), n: 0, queued: [], gen: 0 };
 }
 
 export interface DirMeta {
@@ -125,6 +128,11 @@ function symlinkTarget(h: TarEntry): string {
   if (!target) throw invalid(h.name, "symlink without a target");
   if (target.includes("\0")) throw invalid(h.name, "NUL byte in symlink target");
   return target;
+}
+
+/** The NUL-terminated string at `off` of a batch's data (a scanner's paths are ASCII). */
+function arenaString(arena: Arena, off: number): string {
+  return arena.data.toString("latin1", off, arena.data.indexOf(0, off));
 }
 
 function rel2(parent: string, base: string): string {
@@ -176,12 +184,14 @@ class Applier {
   private readonly dirs = new Map<string, DirMeta>();
   entries = 0;
   bytes = 0;
-  private queue: Queued[] = [];
-  /** where the queue's paths and data are; the batch in flight has the other one */
+  /** the batch being filled */
   private arena = newArena();
-  private spare: Arena | undefined;
-  /** the batch the addon is applying */
-  private inflight: Promise<void> | undefined;
+  /** arenas of batches done, to reuse */
+  private readonly spare: Arena[] = [];
+  /** batches sent and not yet done, oldest first: each is done once the addon has applied it and its results are taken */
+  private readonly sent: Promise<void>[] = [];
+  /** the last batch sent (the chain they are applied in) */
+  private tail: Promise<void> = Promise.resolve();
   /** the file applyNow() is writing */
   private writing: FileSink | undefined;
   /** something was removed or replaced: a recorded directory may be gone, or reached through a symlink now */
@@ -193,14 +203,32 @@ class Applier {
    */
   private readonly ownIds: [number, number] | undefined;
   private readonly umask = currentUmask();
+  /** the root, open: batched paths are relative to it (shorter lookups); close() closes it */
+  readonly rootFd: number;
+  private readonly known: ScanSet | undefined;
 
   constructor(rootDir: string, opts: ApplyOptions) {
     this.overlay = opts.whiteouts === "overlay";
     this.root = process.getuid?.() === 0;
     this.chown = opts.chown ?? this.root;
     this.native = nativeFs();
-    this.scope = new RootScope(rootDir, this.overlay ? undefined : (rel) => this.kept(rel));
-    const setgid = (fs.lstatSync(rootDir).mode & 0o2000) !== 0;
+    // The directories the scanner may write into: those it queued, and those the scope resolved to themselves.
+    this.known = this.overlay ? this.native.scanNew() : undefined;
+    const known = this.known;
+    this.scope = new RootScope(
+      rootDir,
+      this.overlay ? undefined : (rel) => this.kept(rel),
+      known && {
+        has: (rel) => this.native.scanHas(known, rel),
+        add: (rel) => this.native.scanAdd(known, rel),
+        clear: () => this.native.scanForget(known),
+      },
+    );
+    this.scanState = new Float64Array(SCAN_FIELDS.length);
+    this.scanState.set([BATCH_RECORDS, BATCH_BYTES, SMALL_FILE, this.ownIds?.[0] ?? -2, this.ownIds?.[1] ?? -2, this.chown ? 1 : 0, this.umask], S_LIMITS);
+    this.scanner = known && { scan: (chunk, off) => this.scan(chunk, off), last: () => this.lastScanned };
+    this.rootFd = fs.openSync(rootDir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | O_NOFOLLOW);
+    const setgid = (fs.fstatSync(this.rootFd).mode & 0o2000) !== 0;
     this.ownIds = this.overlay && !setgid ? [process.geteuid?.() ?? -1, process.getegid?.() ?? -1] : undefined;
   }
 
@@ -320,7 +348,7 @@ class Applier {
 
   /** Runs `fn` once the batch is applied (at once when there is none). */
   private afterBatch<T>(fn: () => T): T | Promise<T> {
-    if (this.inflight === undefined && this.queue.length === 0) return fn();
+    if (this.sent.length === 0 && this.arena.n === 0) return fn();
     return this.flush().then(fn);
   }
 
@@ -332,107 +360,189 @@ class Applier {
     let uid = this.chown ? checkedId(h, "uid") : -1;
     let gid = this.chown ? checkedId(h, "gid") : -1;
     if (uid === this.ownIds?.[0] && gid === this.ownIds[1] && kind !== BATCH_DIR) uid = gid = -1;
-    const abs = this.scope.abs(rel);
-    if (abs.length > BATCH_PATH || (target !== undefined && target.length > BATCH_PATH)) return this.afterBatch(() => this.applyNow(h, parts));
+    if (rel.length > BATCH_PATH || (target !== undefined && target.length > BATCH_PATH)) return this.afterBatch(() => this.applyNow(h, parts));
     const arena = this.arena;
+    const i = arena.n;
+    if (i === 0) arena.gen = this.scope.generation;
+    arena.queued[i] = { h, parts, rel };
     const path = arena.used;
-    arena.used += arena.data.write(abs, path);
+    arena.used += arena.data.write(rel, path);
     arena.data[arena.used++] = 0;
-    const { atime, mtime } = this.times(h);
-    const q: Queued = { h, parts, rel, kind, path, data: arena.used, len: 0, uid, gid, atime, mtime };
+    const data = arena.used;
+    let len = 0;
     if (target !== undefined) {
-      q.len = arena.data.write(target, q.data);
-      arena.used += q.len;
+      len = arena.data.write(target, data);
+      arena.used += len;
       arena.data[arena.used++] = 0;
-      return this.push(q);
-    }
-    if (kind === BATCH_DIR) {
+    } else if (kind === BATCH_DIR) {
       this.scope.remember(parts, rel);
-      return this.push(q);
+    } else {
+      len = h.size;
+      arena.used += len;
     }
-    q.len = h.size;
-    arena.used += h.size;
-    if (h.size === 0) return this.push(q);
-    let at = q.data;
+    const { atime, mtime } = this.times(h);
+    const nums = arena.nums;
+    const o = i * NUMS;
+    nums[o] = kind;
+    nums[o + 1] = h.mode & 0o7777;
+    nums[o + 2] = uid;
+    nums[o + 3] = gid;
+    nums[o + 4] = atime;
+    nums[o + 5] = mtime;
+    nums[o + 6] = path;
+    nums[o + 7] = data;
+    nums[o + 8] = len;
+    // Set after the owner when open's mode (less the umask) cannot be it: chown clears setuid/setgid.
+    nums[o + 9] = h.mode & 0o7000 || h.mode & this.umask ? 1 : 0;
+    if (kind !== BATCH_FILE || len === 0) return this.push();
+    let at = data;
     return {
       data: (piece) => {
         at += piece.copy(arena.data, at);
       },
-      end: () => this.push(q),
+      end: () => this.push(),
     };
   }
 
-  private push(q: Queued): undefined | Promise<undefined> {
-    this.queue.push(q);
-    if (this.queue.length < BATCH_RECORDS && this.arena.used < BATCH_BYTES) return undefined;
-    return this.send().then(() => undefined);
+  /** The record being written is complete: counts it, and sends the batch when full. */
+  private push(): undefined | Promise<undefined> {
+    this.arena.n++;
+    return this.sendIfFull();
   }
 
-  /** Waits for the batch in flight, then sends the queue (not waiting for it). */
-  private async send(): Promise<void> {
-    await this.inflight;
-    this.inflight = undefined;
-    if (this.queue.length === 0) return;
-    const batch = this.queue;
+  private sendIfFull(): undefined | Promise<undefined> {
+    if (this.arena.n < BATCH_RECORDS && this.arena.used < BATCH_BYTES) return undefined;
+    this.send();
+    // The parser goes on while fewer than BATCHES_SENT batches wait; else it waits for the oldest.
+    return this.sent.length < BATCHES_SENT ? undefined : this.sent[0].then(() => undefined);
+  }
+
+  /**
+   * The scanner (native/strata_fs.c, scanTar) for readTar: from `off` in
+   * `chunk`, it adds to the batch the entries that the parser and entry()
+   * would have put there as they are, stopping at the first other one, and
+   * returns where it stopped. Overlay mode only: "apply" mode keeps the
+   * paths it made (kept()).
+   */
+  readonly scanner: TarScanner | undefined;
+  private readonly scanState: Float64Array;
+  private lastScanned = "";
+
+  private scan(chunk: Buffer, off: number): number | Promise<number> {
     const arena = this.arena;
-    this.queue = [];
-    this.arena = this.spare ?? newArena();
+    const st = this.scanState;
+    if (arena.n === 0) arena.gen = this.scope.generation;
+    st[S_USED] = arena.used;
+    st[S_COUNT] = arena.n;
+    st[S_LAST] = -1;
+    const next = this.native.scanTar(this.known!, chunk, off, arena.data, arena.nums, st);
+    this.entries += st[S_COUNT] - arena.n;
+    arena.used = st[S_USED];
+    arena.n = st[S_COUNT];
+    if (st[S_LAST] >= 0) this.lastScanned = arenaString(arena, st[S_LAST]);
+    const wait = this.sendIfFull();
+    return wait ? wait.then(() => next) : next;
+  }
+
+  /**
+   * Sends the batch: it is applied once the batches sent before it are
+   * (each starts as soon as the one before it is done, without waiting for
+   * the parser), and not at all after a failure.
+   */
+  private send(): void {
+    const arena = this.arena;
+    this.arena = this.spare.pop() ?? newArena();
     this.arena.used = 0;
-    this.spare = undefined;
-    const applied = this.apply(batch, arena).finally(() => {
-      this.spare = arena;
-    });
-    applied.catch(() => {}); // reported by whoever waits for it next
-    this.inflight = applied;
+    this.arena.n = 0;
+    this.arena.queued = [];
+    const applied = this.tail.then(() => this.apply(arena));
+    this.tail = applied;
+    this.sent.push(applied);
+    applied
+      .finally(() => {
+        this.sent.shift();
+        this.spare.push(arena);
+      })
+      .catch(() => {}); // reported by whoever waits for it: sendIfFull, flush
   }
 
-  /** Waits until everything queued is applied; rethrows the batch's failure. */
+  /** Waits until everything queued is applied; rethrows a batch's failure. */
   async flush(): Promise<void> {
-    while (this.inflight !== undefined || this.queue.length > 0) await this.send();
+    if (this.arena.n > 0) this.send();
+    await this.tail;
   }
 
-  /** After a failure elsewhere: closes the file being written and waits for the batch in flight, ignoring its outcome. */
+  /** After a failure elsewhere: closes the file being written and waits for the batches sent, ignoring their outcome. */
   async idle(): Promise<void> {
     this.writing?.close();
-    await this.inflight?.catch(() => {});
+    await this.tail.catch(() => {});
   }
 
-  private async apply(batch: Queued[], arena: Arena): Promise<void> {
+  private async apply(arena: Arena): Promise<void> {
+    // Something was removed or replaced after this batch's first paths were
+    // resolved (the failure of a batch before it): they may lead through a
+    // symlink now, so the batch is applied here, each entry resolved afresh.
+    if (arena.gen !== this.scope.generation) return this.applyLeft(arena, 0);
     const { nums, out } = arena;
-    for (let i = 0; i < batch.length; i++) {
-      const q = batch[i];
-      const o = i * NUMS;
-      nums[o] = q.kind;
-      nums[o + 1] = q.h.mode & 0o7777;
-      nums[o + 2] = q.uid;
-      nums[o + 3] = q.gid;
-      nums[o + 4] = q.atime;
-      nums[o + 5] = q.mtime;
-      nums[o + 6] = q.path;
-      nums[o + 7] = q.data;
-      nums[o + 8] = q.len;
-      // Set after the owner when open's mode (less the umask) cannot be it: chown clears setuid/setgid.
-      nums[o + 9] = q.h.mode & 0o7000 || q.h.mode & this.umask ? 1 : 0;
-    }
-    const done = await this.native.applyBatch(batch.length, arena.data, nums, out);
+    const done = await this.native.applyBatch(this.rootFd, arena.n, arena.data, nums, out);
     for (let i = 0; i < done; i++) {
-      const q = batch[i];
-      this.kept(q.rel);
-      if (q.kind === BATCH_FILE) this.bytes += q.len;
-      else if (q.kind === BATCH_DIR) this.dirs.set(q.rel, { mode: q.h.mode & 0o7777, atime: q.atime, mtime: q.mtime, dev: out[3 * i], ino: out[3 * i + 1], exact: out[3 * i + 2] === 1 && this.madeExact(q.h.mode) });
+      const o = i * NUMS;
+      const kind = nums[o];
+      if (!this.overlay) this.kept(arena.queued[i]!.rel);
+      if (kind === BATCH_FILE) this.bytes += nums[o + 8];
+      else if (kind === BATCH_DIR) {
+        const mode = nums[o + 1];
+        const rel = arena.queued[i]?.rel ?? arenaString(arena, nums[o + 6]);
+        this.dirs.set(rel, { mode, atime: nums[o + 4], mtime: nums[o + 5], dev: out[3 * i], ino: out[3 * i + 1], exact: out[3 * i + 2] === 1 && this.madeExact(mode) });
+      }
     }
-    if (done === batch.length) return;
+    if (done === arena.n) return;
     // The rest, in order, as if there had been no batch: the failure comes
     // again and is reported (or, for a name taken, replaced) the usual way.
     this.scope.forget();
-    for (const q of batch.slice(done)) {
+    this.applyLeft(arena, done);
+  }
+
+  /** Applies the records of `arena` from `from` on here, one by one, each resolved afresh. */
+  private applyLeft(arena: Arena, from: number): void {
+    for (let i = from; i < arena.n; i++) {
+      const q = arena.queued[i] ?? this.scanned(arena, i);
+      const o = i * NUMS;
       try {
         const sink = this.applyNow(q.h, q.parts);
-        if (sink) this.writeFile(sink, arena.data.subarray(q.data, q.data + q.len));
+        if (sink) this.writeFile(sink, arena.data.subarray(arena.nums[o + 7], arena.nums[o + 7] + arena.nums[o + 8]));
       } catch (e) {
         throw entryError(e, q.h.name);
       }
     }
+  }
+
+  /** The entry a scanner's record stands for: its name is its path (clean, its parents real directories when it was scanned). */
+  private scanned(arena: Arena, i: number): Queued {
+    const nums = arena.nums;
+    const o = i * NUMS;
+    const kind = nums[o];
+    const rel = arenaString(arena, nums[o + 6]);
+    // -1: the process's own ids (or no chown at all, when they are not used)
+    const uid = nums[o + 2] >= 0 ? nums[o + 2] : (this.ownIds?.[0] ?? 0);
+    const gid = nums[o + 3] >= 0 ? nums[o + 3] : (this.ownIds?.[1] ?? 0);
+    const type = kind === BATCH_DIR ? "directory" : kind === BATCH_SYMLINK ? "symlink" : "file";
+    const h: TarEntry = {
+      name: rel,
+      type,
+      typeflag: kind === BATCH_DIR ? "5" : kind === BATCH_SYMLINK ? "2" : "0",
+      mode: nums[o + 1],
+      uid,
+      gid,
+      size: kind === BATCH_FILE ? nums[o + 8] : 0,
+      mtime: nums[o + 5],
+      atime: nums[o + 4],
+      linkname: kind === BATCH_SYMLINK ? arenaString(arena, nums[o + 7]) : "",
+      devmajor: 0,
+      devminor: 0,
+      xattrs: undefined,
+    };
+    return { h, parts: rel.split("/"), rel };
   }
 
   /** A new file, its data written as it arrives (on a libuv thread: the parser waits, the other layers do not). */
@@ -673,25 +783,48 @@ class Applier {
 
 /**
  * Sets the recorded modes and times on directories made or merged by an
- * extraction or a copy, deepest first (a parent's mtime last), through a
+ * extraction or a copy, deepest first (a parent's mode last), through a
  * no-follow handle, on a libuv thread (native/strata_fs.c); a directory
  * replaced since it was recorded is skipped. `trusted`: nothing was removed
  * or replaced since they were recorded, so each is set by its path (the
- * mode only where it is not `exact` already).
+ * mode only where it is not `exact` already). As root, whom no mode keeps
+ * out of a directory, the order does not matter (a directory's mode and
+ * times do not change its parent): the list is split between two threads.
  */
-export function restoreDirs(scope: RootScope, dirs: Map<string, DirMeta>, trusted = false): Promise<void> {
+export async function restoreDirs(scope: RootScope, dirs: Map<string, DirMeta>, trusted = false): Promise<void> {
+  const n = dirs.size;
+  if (n === 0) return;
+  const asRoot = process.geteuid?.() === 0;
+  const parts = asRoot && n >= 1024 ? 2 : 1;
+  const lists = Array.from({ length: parts }, (_, p) => ({ paths: [] as string[], nums: new Float64Array(Math.ceil((n - p) / parts) * RESTORE_NUMS) }));
+  let k = 0;
+  for (const rel of asRoot ? dirs.keys() : deepestFirst(dirs)) {
+    const m = dirs.get(rel)!;
+    const l = lists[k++ % parts];
+    const o = l.paths.length * RESTORE_NUMS;
+    l.nums[o] = m.mode;
+    l.nums[o + 1] = m.atime;
+    l.nums[o + 2] = m.mtime;
+    l.nums[o + 3] = m.dev;
+    l.nums[o + 4] = m.ino;
+    l.nums[o + 5] = m.exact ? 0 : 1;
+    l.paths.push(rel === "" ? "." : rel);
+  }
+  const root = fs.openSync(scope.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | O_NOFOLLOW);
+  try {
+    const native = nativeFs();
+    const done = await Promise.allSettled(lists.map((l) => native.restoreDirs(root, l.paths, l.nums, trusted)));
+    for (const r of done) if (r.status === "rejected") throw r.reason;
+  } finally {
+    fs.closeSync(root);
+  }
+}
+
+/** The directories' paths, deepest first: a parent's mode (which may shut its owner out) is set after its children. */
+function deepestFirst(dirs: Map<string, DirMeta>): string[] {
   const byDepth: string[][] = [];
   for (const rel of dirs.keys()) (byDepth[depth(rel)] ??= []).push(rel);
-  const paths: string[] = [];
-  const nums = new Float64Array(dirs.size * RESTORE_NUMS);
-  for (let d = byDepth.length - 1; d >= 0; d--) {
-    for (const rel of byDepth[d] ?? []) {
-      const m = dirs.get(rel)!;
-      nums.set([m.mode, m.atime, m.mtime, m.dev, m.ino, m.exact ? 0 : 1], paths.length * RESTORE_NUMS);
-      paths.push(scope.abs(rel));
-    }
-  }
-  return nativeFs().restoreDirs(paths, nums, trusted);
+  return byDepth.reverse().flatMap((l) => l ?? []);
 }
 
 function depth(rel: string): number {
@@ -718,6 +851,14 @@ export async function applyLayer(tar: AsyncIterable<Buffer>, root: string, opts:
   if (!fs.lstatSync(rootDir).isDirectory()) throw new StrataError("INVALID_ARGUMENT", `apply layer: ${rootDir} is not a directory`);
   const applier = new Applier(rootDir, opts);
   try {
+    return await applyWith(applier, tar);
+  } finally {
+    fs.closeSync(applier.rootFd);
+  }
+}
+
+async function applyWith(applier: Applier, tar: AsyncIterable<Buffer>): Promise<ApplyResult> {
+  try {
     await readTar(tar, (h) => {
       try {
         const r = applier.entry(h);
@@ -725,7 +866,7 @@ export async function applyLayer(tar: AsyncIterable<Buffer>, root: string, opts:
       } catch (e) {
         throw entryError(e, h.name);
       }
-    }, "layer tar");
+    }, "layer tar", applier.scanner);
     await applier.flush();
   } catch (e) {
     // Nothing is left writing into the root when the caller cleans it up.

@@ -74,10 +74,16 @@ export class RootScope {
   readonly root: string;
   private readonly dirs = new Map<string, string>();
 
-  /** `onCreate(rel)` is told of every directory this scope creates (relative, real). */
+  /**
+   * `onCreate(rel)` is told of every directory this scope creates (relative,
+   * real). `known` is kept in step with the directories this scope knows to
+   * lead to themselves (no symlink on the way): those remembered, and those
+   * it may take from `known` (the extractor's scanner adds its own).
+   */
   constructor(
     root: string,
     private readonly onCreate?: (rel: string) => void,
+    private readonly known?: { has(rel: string): boolean; add(rel: string): void; clear(): void },
   ) {
     this.root = resolve(root);
   }
@@ -87,18 +93,35 @@ export class RootScope {
     return safeJoin(this.root, rel);
   }
 
+  /** How many times forget() was called: a path resolved from the cache under an older generation may lead elsewhere now. */
+  generation = 0;
+
   forget(): void {
     this.dirs.clear();
+    this.known?.clear();
+    this.generation++;
   }
 
   /** The real relative path of entry directory `parts` when it is already resolved (no filesystem access). */
   cached(parts: readonly string[]): string | undefined {
-    return parts.length === 0 ? "" : this.dirs.get(parts.join("/"));
+    return parts.length === 0 ? "" : this.lookup(parts.join("/"));
+  }
+
+  private lookup(key: string): string | undefined {
+    const hit = this.dirs.get(key);
+    if (hit !== undefined || this.known === undefined) return hit;
+    return this.known.has(key) ? key : undefined;
   }
 
   /** Records that entry directory `parts` is the real directory `rel` (the extractor just made it). */
   remember(parts: string[], rel: string): void {
-    this.dirs.set(parts.join("/"), rel);
+    this.record(parts.join("/"), rel);
+  }
+
+  private record(key: string, rel: string): void {
+    // (the native set takes paths of up to 4 KiB of UTF-8)
+    if (key === rel && this.known && key.length < 1024) this.known.add(key);
+    else this.dirs.set(key, rel);
   }
 
   /**
@@ -110,12 +133,12 @@ export class RootScope {
   dir(parts: readonly string[], create: boolean, entry = parts.join("/")): string | undefined {
     if (parts.length === 0) return "";
     const key = parts.join("/");
-    const hit = this.dirs.get(key);
+    const hit = this.lookup(key);
     if (hit !== undefined) return hit;
     const parent = this.dir(parts.slice(0, -1), create, entry);
     if (parent === undefined) return undefined;
     const real = this.walk(parent === "" ? [] : parent.split("/"), [parts[parts.length - 1]], create, entry);
-    if (real !== undefined) this.dirs.set(key, real);
+    if (real !== undefined) this.record(key, real);
     return real;
   }
 

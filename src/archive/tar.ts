@@ -404,6 +404,18 @@ export interface TarEntrySink {
   end(): void | Promise<void>;
 }
 
+/**
+ * A visitor's fast path over whole entries (the extractor's native
+ * scanner): offered the input at each header, with no extended header
+ * pending, it takes the entries it can from `off` on (each whole: header,
+ * data and padding) and returns where it stopped; readTar goes on from
+ * there, and visits what it stopped at. `last()` names the last entry it took.
+ */
+export interface TarScanner {
+  scan(chunk: Buffer, off: number): number | Promise<number>;
+  last(): string;
+}
+
 /** Called once per entry, in order; a sink receives its data, none skips it. A promise is waited for. */
 export type TarVisitor = (entry: TarEntry) => TarEntrySink | undefined | Promise<TarEntrySink | undefined>;
 
@@ -533,18 +545,19 @@ const END = 4;
  * <what>: …", `what` naming the input, default "tar"); the input's own
  * StrataErrors and the visitor's errors pass through as they are, other
  * input failures become IO ("reading the <what>: …").
- * Resolves with the number of entries.
+ * `scanner` may take whole entries instead of `visit` (see TarScanner).
+ * Resolves with the number of entries visited.
  */
-export async function readTar(input: AsyncIterable<Buffer>, visit: TarVisitor, what = "tar"): Promise<number> {
+export async function readTar(input: AsyncIterable<Buffer>, visit: TarVisitor, what = "tar", scanner?: TarScanner): Promise<number> {
   try {
-    return await parse(inputChunks(input, what), visit);
+    return await parse(inputChunks(input, what), visit, scanner);
   } catch (e) {
     if (e instanceof BadTar) throw new StrataError("INVALID_ARCHIVE", `invalid ${what}: ${e.message}`);
     throw e;
   }
 }
 
-async function parse(input: AsyncIterable<Buffer>, visit: TarVisitor): Promise<number> {
+async function parse(input: AsyncIterable<Buffer>, visit: TarVisitor, scanner: TarScanner | undefined): Promise<number> {
   let state: number = HEADER;
   const partial = Buffer.allocUnsafe(BLOCK); // a header split across input chunks
   let partialLen = 0;
@@ -559,13 +572,17 @@ async function parse(input: AsyncIterable<Buffer>, visit: TarVisitor): Promise<n
   let remaining = 0; // bytes of data (or meta) left
   let padding = 0;
   let entries = 0;
-  let last = "";
+  let lastVisited = "";
+  /** the scanner took the last entries */
+  let scanned = false;
+  const lastName = () => (scanned ? scanner!.last() : lastVisited);
 
   const header = async (b: Buffer, off: number): Promise<void> => {
     if (isZeroBlock(b, off)) {
       if (++zeroBlocks === 2) state = END;
       return;
     }
+    const last = lastName();
     if (zeroBlocks) throw new BadTar(`a lone zero block before a header${last ? ` (after entry "${last}")` : ""}`);
     if (!checksumOk(b, off)) throw new BadTar(`bad header checksum${last ? ` after entry "${last}"` : ""}`);
     const flag = String.fromCharCode(b[off + 156]);
@@ -624,7 +641,8 @@ async function parse(input: AsyncIterable<Buffer>, visit: TarVisitor): Promise<n
     remaining = type === undefined || type === "file" || type === "contiguous-file" ? e.size : 0;
     e.size = type === undefined ? 0 : remaining;
     entries++;
-    last = e.name;
+    lastVisited = e.name;
+    scanned = false;
     padding = -remaining & (BLOCK - 1);
     const got = visit(e);
     sink = got instanceof Promise ? await got : got;
@@ -655,6 +673,15 @@ async function parse(input: AsyncIterable<Buffer>, visit: TarVisitor): Promise<n
     while (off < len) {
       switch (state) {
         case HEADER: {
+          if (scanner && partialLen === 0 && zeroBlocks === 0 && !pax && longName === undefined && longLink === undefined && len - off >= BLOCK) {
+            const r = scanner.scan(chunk, off);
+            const next = typeof r === "number" ? r : await r;
+            if (next > off) {
+              off = next;
+              scanned = true;
+              break;
+            }
+          }
           if (partialLen === 0 && len - off >= BLOCK) {
             const at = off;
             off += BLOCK;
@@ -717,5 +744,6 @@ async function parse(input: AsyncIterable<Buffer>, visit: TarVisitor): Promise<n
   }
   // The end of the input at an entry boundary is an end too (as Go's reader takes it), but not after an extended header.
   if (state === END || (state === HEADER && partialLen === 0 && !pax && longName === undefined && longLink === undefined)) return entries;
+  const last = lastName();
   throw new BadTar(`unexpected end of data${last ? ` after entry "${last}"` : ""}`);
 }

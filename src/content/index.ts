@@ -3,7 +3,8 @@ import { createReadStream, closeSync, fstatSync, openSync, promises as fs, readF
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { StrataError, isErrno, wrap } from "../errors/index.js";
+import { StrataError, isErrno, isStrataError, wrap } from "../errors/index.js";
+import { nativeFs } from "../native/index.js";
 import { digestAlgorithm, digestHex, isDigest, sha256, type Digest } from "../digest/index.js";
 import { ownerAlive, ownerToken } from "./proc.js";
 
@@ -358,11 +359,13 @@ export class PendingBlob {
 
 /**
  * The bytes of the file at `path` from `offset`, verified against `expected`
- * (the bytes before `offset` are read and hashed too), read into one reused
- * buffer: each chunk is valid only until the next is asked for, so nothing
- * is allocated per chunk. Size and digest are checked before the last chunk
- * is handed out: a consumer never gets the whole of a wrong blob. A missing
- * file is NOT_FOUND, said as `missing`.
+ * (the bytes before `offset` are read and hashed too), in pieces of
+ * CHUNK_BYTES read into two reused buffers: each is read and hashed on a
+ * libuv thread while the caller works on the one before it, so the main
+ * thread neither hashes nor waits for the disk, and nothing is allocated per
+ * chunk. A chunk is valid only until the next is asked for. Size and digest
+ * are checked before the last chunk is handed out: a consumer never gets the
+ * whole of a wrong blob. A missing file is NOT_FOUND, said as `missing`.
  */
 export async function* fileChunks(path: string, expected: { digest: Digest; size: number }, offset: number, missing: string): AsyncGenerator<Buffer> {
   const { digest: d, size } = expected;
@@ -373,26 +376,39 @@ export async function* fileChunks(path: string, expected: { digest: Digest; size
     if (isErrno(e, "ENOENT")) throw new StrataError("NOT_FOUND", missing, { cause: e });
     throw wrap(e, "IO", `open blob ${d}`);
   }
+  let next: Promise<number> | undefined;
   try {
-    const hash = createHash(digestAlgorithm(d));
-    const buf = Buffer.allocUnsafeSlow(Math.max(1, Math.min(size, CHUNK_BYTES)));
-    for (let pos = 0; ; ) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-      const chunk = buf.subarray(0, bytesRead);
-      hash.update(chunk);
+    const native = nativeFs();
+    const hash = native.hashNew(digestAlgorithm(d));
+    const len = Math.max(1, Math.min(size, CHUNK_BYTES));
+    const bufs = [Buffer.allocUnsafeSlow(len)];
+    const read = (i: number, pos: number) => native.hashRead(fh.fd, (bufs[i & 1] ??= Buffer.allocUnsafeSlow(len)), pos, hash);
+    next = read(0, 0);
+    for (let pos = 0, i = 0; ; i++) {
+      const bytesRead = await next!;
+      next = undefined;
+      const chunk = bufs[i & 1].subarray(0, bytesRead);
       pos += bytesRead;
       if (pos > size) throw new StrataError("SIZE_MISMATCH", `blob ${d}: more than the expected ${size} bytes`);
-      if (pos === size || bytesRead === 0) {
+      // A piece shorter than the buffer: the file ends there.
+      const end = pos === size || bytesRead < len;
+      if (end) {
         // The end: nothing more on disk, and the right digest.
         if (pos < size) throw new StrataError("SIZE_MISMATCH", `blob ${d}: got ${pos} bytes, expected ${size}`);
         if ((await fh.read(Buffer.alloc(1), 0, 1, pos)).bytesRead !== 0) throw new StrataError("SIZE_MISMATCH", `blob ${d}: more than the expected ${size} bytes`);
-        const got = `${digestAlgorithm(d)}:${hash.digest("hex")}`;
+        const got = `${digestAlgorithm(d)}:${native.hashDigest(hash)}`;
         if (got !== d) throw new StrataError("DIGEST_MISMATCH", `blob ${d}: digest mismatch: content has digest ${got}`);
+      } else {
+        next = read(i + 1, pos);
       }
       if (pos > offset) yield chunk.subarray(Math.max(0, offset - (pos - bytesRead)));
-      if (pos === size) return;
+      if (end) return;
     }
+  } catch (e) {
+    throw isStrataError(e) ? e : wrap(e, "IO", `read blob ${d}`);
   } finally {
+    // A read still running (the caller stopped early) finishes before its descriptor is closed.
+    await next?.catch(() => {});
     await fh.close();
   }
 }
