@@ -203,7 +203,7 @@ class Applier {
    */
   private readonly ownIds: [number, number] | undefined;
   private readonly umask = currentUmask();
-  /** the root, open: batched paths are relative to it (shorter lookups); close() closes it */
+  /** the root, open: batched paths are relative to it (shorter lookups); applyLayer closes it */
   readonly rootFd: number;
   private readonly known: ScanSet | undefined;
 
@@ -224,12 +224,12 @@ class Applier {
         clear: () => this.native.scanForget(known),
       },
     );
-    this.scanState = new Float64Array(SCAN_FIELDS.length);
-    this.scanState.set([BATCH_RECORDS, BATCH_BYTES, SMALL_FILE, this.ownIds?.[0] ?? -2, this.ownIds?.[1] ?? -2, this.chown ? 1 : 0, this.umask], S_LIMITS);
-    this.scanner = known && { scan: (chunk, off) => this.scan(chunk, off), last: () => this.lastScanned };
     this.rootFd = fs.openSync(rootDir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | O_NOFOLLOW);
     const setgid = (fs.fstatSync(this.rootFd).mode & 0o2000) !== 0;
     this.ownIds = this.overlay && !setgid ? [process.geteuid?.() ?? -1, process.getegid?.() ?? -1] : undefined;
+    this.scanState = new Float64Array(SCAN_FIELDS.length);
+    this.scanState.set([BATCH_RECORDS, BATCH_BYTES, SMALL_FILE, this.ownIds?.[0] ?? -2, this.ownIds?.[1] ?? -2, this.chown ? 1 : 0, this.umask], S_LIMITS);
+    this.scanner = known && { scan: (chunk, off) => this.scan(chunk, off), last: () => this.lastScanned };
   }
 
   private kept(rel: string): void {
