@@ -17,6 +17,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -228,6 +230,7 @@ typedef struct {
   char **paths;  // restoreDirs, copyBatch: copies of the paths given
   char *data;    // applyBatch: the shared data buffer (paths and contents)
   int root;      // applyBatch, restoreDirs: the descriptor the paths are relative to
+  int parallel;  // applyBatch: files and symlinks may go on two threads (see batch_execute)
   double *nums, *out;
   size_t done;
   // restoreDirs: nothing was removed or replaced since the directories were
@@ -304,17 +307,71 @@ static int apply_symlink(int root, const double *r, const char *path, const char
   return rc;
 }
 
-// On the libuv thread: the records in order, stopping at the first failure.
+static int apply_record(batch_t *b, size_t i) {
+  const double *r = b->nums + i * REC;
+  const char *path = b->data + (size_t)r[R_PATH], *d = b->data + (size_t)r[R_DATA];
+  return r[R_KIND] == K_DIR       ? apply_dir(b->root, r, path, b->out + 3 * i)
+         : r[R_KIND] == K_SYMLINK ? apply_symlink(b->root, r, path, d)
+                                  : apply_file(b->root, r, path, d, (size_t)r[R_LEN]);
+}
+
+// Whether no two records of the batch have the same path (so that no
+// record's outcome depends on another's but through its parent directory).
+static int distinct_paths(batch_t *b) {
+  enum { SLOTS = 1024 };  // more than twice BATCH_RECORDS
+  int32_t slot[SLOTS];
+  if (b->n > SLOTS / 2) return 0;
+  memset(slot, -1, sizeof slot);
+  for (size_t i = 0; i < b->n; i++) {
+    const char *p = b->data + (size_t)b->nums[i * REC + R_PATH];
+    uint32_t h = 2166136261u;
+    for (const char *c = p; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
+    for (h &= SLOTS - 1; slot[h] >= 0; h = (h + 1) & (SLOTS - 1))
+      if (strcmp(b->data + (size_t)b->nums[slot[h] * REC + R_PATH], p) == 0) return 0;
+    slot[h] = (int32_t)i;
+  }
+  return 1;
+}
+
+typedef struct {
+  batch_t *b;
+  size_t first;  // this half's records: first, first + 2, ...
+  int failed;
+} half_t;
+
+static void *apply_half(void *arg) {
+  half_t *h = arg;
+  for (size_t i = h->first; i < h->b->n && !h->failed; i += 2)
+    if (h->b->nums[i * REC + R_KIND] != K_DIR && apply_record(h->b, i) != 0) h->failed = 1;
+  return NULL;
+}
+
+// On the libuv thread: the records in order, stopping at the first failure
+// (done: how many were applied). A batch of many records whose paths are
+// all distinct, when `parallel` allows, goes faster: its directories first,
+// in order, then its files and symlinks, which then depend on nothing but
+// their directories, on this thread and a second one. A failure there
+// reports done = 0: the caller applies the whole batch again, in order,
+// replacing what was made (the same entries: the same result).
 static void batch_execute(napi_env env, void *data) {
   batch_t *b = data;
-  for (b->done = 0; b->done < b->n; b->done++) {
-    const double *r = b->nums + b->done * REC;
-    const char *path = b->data + (size_t)r[R_PATH], *d = b->data + (size_t)r[R_DATA];
-    int rc = r[R_KIND] == K_DIR       ? apply_dir(b->root, r, path, b->out + 3 * b->done)
-             : r[R_KIND] == K_SYMLINK ? apply_symlink(b->root, r, path, d)
-                                      : apply_file(b->root, r, path, d, (size_t)r[R_LEN]);
-    if (rc != 0) return;
+  if (b->parallel && b->n >= 64 && distinct_paths(b)) {
+    for (size_t i = 0; i < b->n; i++)
+      if (b->nums[i * REC + R_KIND] == K_DIR && apply_record(b, i) != 0) {
+        b->done = 0;
+        return;
+      }
+    half_t one = {b, 1, 0}, zero = {b, 0, 0};
+    pthread_t t;
+    int spawned = pthread_create(&t, NULL, apply_half, &one) == 0;
+    apply_half(&zero);
+    if (spawned) pthread_join(t, NULL);
+    else apply_half(&one);
+    b->done = zero.failed || one.failed ? 0 : b->n;
+    return;
   }
+  for (b->done = 0; b->done < b->n; b->done++)
+    if (apply_record(b, b->done) != 0) return;
 }
 
 // On the libuv thread: each directory's mode (when it differs) and times,
@@ -418,26 +475,28 @@ static int terminated(const char *data, size_t len, double off) {
   return off >= 0 && off < (double)len && memchr(data + (size_t)off, 0, len - (size_t)off) != NULL;
 }
 
-// applyBatch(root: number, n: number, data: Buffer, nums: Float64Array, out: Float64Array): Promise<number>
+// applyBatch(root: number, n: number, data: Buffer, nums: Float64Array, out: Float64Array, parallel: boolean): Promise<number>
 // Every offset is checked here, on the JS thread, before any work is queued;
 // directory records write their device, inode and whether it was made to
 // out[3i], out[3i + 1], out[3i + 2].
 static napi_value js_applyBatch(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5], promise = NULL;
+  size_t argc = 6;
+  napi_value argv[6], promise = NULL;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   batch_t *b = calloc(1, sizeof *b);
+  bool parallel = false;
   int32_t root = -1;
   uint32_t n = 0;
   size_t len = 0, nnums = 0, nout = 0;
   napi_typedarray_type t1, t2;
   void *data = NULL, *nums = NULL, *out = NULL;
-  if (!b || argc < 5 || napi_get_value_int32(env, argv[0], &root) != napi_ok || root < 0 || napi_get_value_uint32(env, argv[1], &n) != napi_ok ||
+  if (!b || argc < 6 || napi_get_value_int32(env, argv[0], &root) != napi_ok || root < 0 || napi_get_value_uint32(env, argv[1], &n) != napi_ok ||
+      napi_get_value_bool(env, argv[5], &parallel) != napi_ok ||
       napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok ||
       napi_get_typedarray_info(env, argv[3], &t1, &nnums, &nums, NULL, NULL) != napi_ok || t1 != napi_float64_array || nnums < (size_t)n * REC ||
       napi_get_typedarray_info(env, argv[4], &t2, &nout, &out, NULL, NULL) != napi_ok || t2 != napi_float64_array || nout < (size_t)n * 3)
     goto bad;
-  b->root = root, b->n = n, b->data = data, b->nums = nums, b->out = out;
+  b->root = root, b->parallel = parallel, b->n = n, b->data = data, b->nums = nums, b->out = out;
   for (size_t i = 0; i < n; i++) {
     const double *r = b->nums + i * REC;
     if (!terminated(data, len, r[R_PATH]) || r[R_DATA] < 0 || r[R_LEN] < 0 || r[R_DATA] + r[R_LEN] > (double)len) goto bad;
@@ -446,7 +505,7 @@ static napi_value js_applyBatch(napi_env env, napi_callback_info info) {
   if ((promise = batch_queue(env, argv + 1, 4, b, batch_execute))) return promise;
 bad:
   if (b) batch_free(env, b);
-  napi_throw_type_error(env, NULL, "applyBatch(root, n, data, nums, out)");
+  napi_throw_type_error(env, NULL, "applyBatch(root, n, data, nums, out, parallel)");
   return NULL;
 }
 

@@ -400,6 +400,24 @@ for (const size of READ_SIZES)
         }
     });
 
+    test("a name already taken in the middle of a batch applied on two threads: the batch is applied again in order, every entry lands", async (t) => {
+      for (const mode of ["overlay", "apply"] as const) {
+        const a = arena(t);
+        mkdirSync(join(a.root, "d"));
+        mkdirSync(join(a.root, "d", "f150")); // in the way of the file of that name
+        writeFileSync(join(a.root, "d", "f151"), "old");
+        const tar = await tarOf([{ name: "d/", type: "directory", mode: 0o750 }, ...Array.from({ length: 300 }, (_, i): E => ({ name: `d/f${i}`, content: `f ${i}`, mode: 0o640 }))]);
+        await apply(tar, a.root, mode);
+        assert.equal(readdirSync(join(a.root, "d")).length, 300, mode);
+        for (const i of [0, 149, 150, 151, 299]) {
+          assert.equal(readFileSync(join(a.root, "d", `f${i}`), "utf8"), `f ${i}`, `${mode} f${i}`);
+          assert.equal(lstatSync(join(a.root, "d", `f${i}`)).mode & 0o777, 0o640);
+        }
+        assert.equal(lstatSync(join(a.root, "d")).mode & 0o777, 0o750);
+        a.untouched();
+      }
+    });
+
     test("a hardlink target with .. is refused", async (t) => {
       const a = arena(t);
       await rejectsCode(apply(await tarOf([{ name: "h", type: "link", linkname: "../victim/file" }]), a.root), "INVALID_ARCHIVE", /"h".*leaves the root/);

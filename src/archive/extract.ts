@@ -484,7 +484,8 @@ class Applier {
     // symlink now, so the batch is applied here, each entry resolved afresh.
     if (arena.gen !== this.scope.generation) return this.applyLeft(arena, 0);
     const { nums, out } = arena;
-    const done = await this.native.applyBatch(this.rootFd, arena.n, arena.data, nums, out);
+    // In overlay mode a name is taken only by an entry of this layer: re-applying a batch after a failure is rare.
+    const done = await this.native.applyBatch(this.rootFd, arena.n, arena.data, nums, out, this.overlay);
     for (let i = 0; i < done; i++) {
       const o = i * NUMS;
       const kind = nums[o];

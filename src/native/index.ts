@@ -20,9 +20,12 @@ export interface NativeFs {
    * is 1, then the mode is set after the owner. A directory record writes
    * its device, its inode and whether it was made (1, else merged: 0) to
    * `out[3i]`, `out[3i + 1]`, `out[3i + 2]`. `data`, `nums` and `out` must
-   * stay untouched until it settles.
+   * stay untouched until it settles. With `parallel`, a batch whose paths
+   * are all distinct may make its directories first, then its files and
+   * symlinks on two threads; a failure then resolves with 0, and the
+   * caller applies the whole batch again in order, replacing what was made.
    */
-  applyBatch(root: number, n: number, data: Buffer, nums: Float64Array, out: Float64Array): Promise<number>;
+  applyBatch(root: number, n: number, data: Buffer, nums: Float64Array, out: Float64Array, parallel: boolean): Promise<number>;
   /**
    * Sets directory modes and times in the order given (paths relative to
    * the directory open as `root`, "." for itself), on a libuv thread,
