@@ -30,8 +30,8 @@ const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, S_IFCHR, S_IFBLK, S_IFIFO } = fs.
 const CREATE_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW; // libuv adds O_CLOEXEC
 /** Files up to this size may go into a native batch; larger ones are written as their data arrives. */
 const SMALL_FILE = 1 << 20;
-/** A native batch is sent when it holds this many records or bytes. */
-const BATCH_RECORDS = 256;
+/** A native batch is sent when it holds this many records (at most 512: see distinct_paths in native/strata_fs.c) or bytes. */
+const BATCH_RECORDS = 512;
 const BATCH_BYTES = 1 << 20;
 /**
  * How many batches may be sent and not yet applied before the parser waits:
