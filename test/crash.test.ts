@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { writeFileSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BIN, strata, strataAsync, ok, tempDir, busyboxRootfs, makeDockerArchive, makeTar } from "./helpers.ts";
 
@@ -83,6 +83,38 @@ test("kill -9 of load and import at random moments: the store opens, check passe
   // A completed load still works after all that.
   ok(strata(root, ["load", "-i", archive]));
   assertWhole(root, "final load");
+});
+
+test("an overlay probe a killed process left mounted: the next probe and check unmount and remove it, a live process's probe stays", async (t) => {
+  const mounted = (dir: string) => readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === dir);
+  /** What probeOverlay leaves when killed between its mount and its unmount. */
+  const leftProbe = (root: string, token: string) => {
+    const base = join(root, "tmp", `probe-${token}-1`);
+    for (const d of ["lower1", "lower2", "upper", "work", "merged"]) mkdirSync(join(base, d), { recursive: true });
+    const m = spawnSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${base}/lower1:${base}/lower2,upperdir=${base}/upper,workdir=${base}/work`, join(base, "merged")]);
+    assert.equal(m.status, 0, m.stderr.toString());
+    probes.push(join(base, "merged"));
+    return base;
+  };
+  const probes: string[] = [];
+  const dead = "999999999.1"; // no such process
+  const live = `${process.pid}.${readFileSync(`/proc/${process.pid}/stat`, "utf8").split(") ")[1].split(" ")[19]}`;
+  const root = tempDir(t, "strata-probe-");
+  try {
+    // A fresh root: the first command probes, and the dead probe goes first.
+    const first = leftProbe(root, dead);
+    const mine = leftProbe(root, live);
+    ok(strata(root, ["info"]));
+    assert.ok(!mounted(join(first, "merged")) && !existsSync(first), "the dead probe is gone");
+    assert.ok(mounted(join(mine, "merged")), "a live process's probe is left alone");
+    // A root whose driver is chosen already: check repairs it.
+    const second = leftProbe(root, dead);
+    const check = ok(strata(root, ["check"]));
+    assert.match(check.stdout + check.stderr, /removed 1 overlay probe\(s\) a dead process left mounted/);
+    assert.ok(!mounted(join(second, "merged")) && !existsSync(second));
+  } finally {
+    for (const p of probes) if (mounted(p)) spawnSync("umount", ["-l", p]);
+  }
 });
 
 test("several strata processes on one root at once never corrupt it", async (t) => {

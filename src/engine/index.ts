@@ -4,7 +4,7 @@ import type { Readable, Writable } from "node:stream";
 import { StrataError, isStrataError, wrap } from "../errors/index.js";
 import { randomBytes } from "node:crypto";
 import { OverlaySnapshotter, VfsSnapshotter } from "../snapshot/index.js";
-import { probeOverlay } from "../snapshot/mount.js";
+import { cleanProbes, probeOverlay } from "../snapshot/mount.js";
 import { chainIds, sha256, isDigest, type Digest } from "../digest/index.js";
 import { ContentStore, type PendingBlob } from "../content/index.js";
 import { ownerAlive, ownerToken } from "../content/proc.js";
@@ -957,6 +957,8 @@ export class Engine {
     });
     for (const x of indexes) problems.push(...(await this.checkIndex(x, members.get(x.digest)!, present)));
     for (const t of strays) problems.push(`tag ${t.name}: its image is not one of its index's manifests`);
+    const probes = cleanProbes(this.root);
+    if (probes.length) repaired.push(`removed ${probes.length} overlay probe(s) a dead process left mounted: ${probes.join(", ")}`);
     if (meta.getMeta("storage_driver")) {
       const removed = await this.snapshots.cleanup();
       if (removed.length) repaired.push(`removed ${removed.length} snapshot(s) a dead process left half-made: ${removed.join(", ")}`);

@@ -1,4 +1,5 @@
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { ownerAlive, ownerToken } from "../content/proc.js";
 import { dirname, join, relative } from "node:path";
 import { StrataError } from "../errors/index.js";
 import { nativeFs, MNT_DETACH } from "../native/index.js";
@@ -71,9 +72,31 @@ export function isMounted(target: string): boolean {
   return readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === esc(target));
 }
 
-/** Whether kernel overlayfs works here: one real mount in a scratch directory under the root. */
+/** A probe's scratch directory: probe-<owner token>-<ms>. */
+const PROBE = /^probe-(\d+\.\d+)-\d+$/;
+
+/**
+ * Removes the probes' scratch directories whose process is dead (killed
+ * between the probe's mount and its unmount, one was left mounted):
+ * unmounted, then removed. Returns their names.
+ */
+export function cleanProbes(root: string): string[] {
+  const tmp = join(root, "tmp");
+  const gone: string[] = [];
+  for (const name of existsSync(tmp) ? readdirSync(tmp) : []) {
+    const m = PROBE.exec(name);
+    if (!m || ownerAlive(m[1])) continue;
+    unmount(join(tmp, name, "merged"));
+    rmSync(join(tmp, name), { recursive: true, force: true });
+    gone.push(name);
+  }
+  return gone;
+}
+
+/** Whether kernel overlayfs works here: one real mount in a scratch directory under the root (what a dead probe left goes first). */
 export function probeOverlay(root: string): { ok: boolean; reason: string } {
-  const base = join(root, "tmp", `probe-${process.pid}-${Date.now()}`);
+  cleanProbes(root);
+  const base = join(root, "tmp", `probe-${ownerToken()}-${Date.now()}`);
   try {
     for (const d of ["lower1", "lower2", "upper", "work", "merged"]) mkdirSync(join(base, d), { recursive: true });
     mountAll([{ type: "overlay", source: "overlay", options: [`lowerdir=${base}/lower1:${base}/lower2`, `upperdir=${base}/upper`, `workdir=${base}/work`] }], join(base, "merged"));
