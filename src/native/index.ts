@@ -14,9 +14,9 @@ export interface NativeFs {
    * Applies `n` records in order on a libuv thread, stopping at the first
    * failure (see native/strata_fs.c); resolves with the number applied.
    * `nums` holds BATCH_FIELDS numbers per record: its path (relative to
-   * the directory open as `root`, NUL-terminated) is at offset `path` of `data`, a file's content is the
-   * `len` bytes at offset `data`, a symlink's target the same (followed by a
-   * NUL); a file is created with its mode (less the umask) unless `chmod`
+   * the directory open as `root`, NUL-terminated) is at offset `path` of
+   * `data`, a file's content is the `len` bytes at offset `data`, a
+   * symlink's target the same (followed by a NUL); a file is created with its mode (less the umask) unless `chmod`
    * is 1, then the mode is set after the owner. A directory record writes
    * its device, its inode and whether it was made (1, else merged: 0) to
    * `out[3i]`, `out[3i + 1]`, `out[3i + 2]`. `data`, `nums` and `out` must
