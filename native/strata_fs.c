@@ -307,6 +307,13 @@ static int apply_symlink(int root, const double *r, const char *path, const char
   return rc;
 }
 
+// FNV-1a: the hash of the addon's two small path tables.
+static uint64_t fnv1a(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+  return h;
+}
+
 static int apply_record(batch_t *b, size_t i) {
   const double *r = b->nums + i * REC;
   const char *path = b->data + (size_t)r[R_PATH], *d = b->data + (size_t)r[R_DATA];
@@ -318,15 +325,14 @@ static int apply_record(batch_t *b, size_t i) {
 // Whether no two records of the batch have the same path (so that no
 // record's outcome depends on another's but through its parent directory).
 static int distinct_paths(batch_t *b) {
-  enum { SLOTS = 1024 };  // more than twice BATCH_RECORDS
+  enum { SLOTS = 1024 };  // twice the records a batch holds at most (BATCH_RECORDS)
   int32_t slot[SLOTS];
   if (b->n > SLOTS / 2) return 0;
   memset(slot, -1, sizeof slot);
   for (size_t i = 0; i < b->n; i++) {
     const char *p = b->data + (size_t)b->nums[i * REC + R_PATH];
-    uint32_t h = 2166136261u;
-    for (const char *c = p; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
-    for (h &= SLOTS - 1; slot[h] >= 0; h = (h + 1) & (SLOTS - 1))
+    size_t h = fnv1a(p, strlen(p)) & (SLOTS - 1);
+    for (; slot[h] >= 0; h = (h + 1) & (SLOTS - 1))
       if (strcmp(b->data + (size_t)b->nums[slot[h] * REC + R_PATH], p) == 0) return 0;
     slot[h] = (int32_t)i;
   }
@@ -616,12 +622,6 @@ typedef struct {
   size_t cap, n;
 } dirset_t;
 
-static uint64_t fnv1a(const char *p, size_t n) {
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-  return h;
-}
-
 // The slot of key p[0..n) in keys (cap a power of two): where it is, or the empty slot where it would go.
 static size_t dirset_slot(char **keys, size_t cap, const char *p, size_t n) {
   size_t i = fnv1a(p, n) & (cap - 1);
@@ -688,17 +688,24 @@ static napi_value js_scanForget(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-// scanAdd(set: External, rel: string)
-static napi_value js_scanAdd(napi_env env, napi_callback_info info) {
+// The set and the path (UTF-8, up to 4 KiB: longer is -1) of scanAdd(set, rel) and scanHas(set, rel).
+static ssize_t set_and_path(napi_env env, napi_callback_info info, dirset_t **d, char rel[4096]) {
   size_t argc = 2, n = 0;
   napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 || napi_get_value_external(env, argv[0], (void **)d) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], rel, 4096, &n) != napi_ok)
+    return -2;
+  return n < 4095 ? (ssize_t)n : -1;
+}
+
+// scanAdd(set: External, rel: string)
+static napi_value js_scanAdd(napi_env env, napi_callback_info info) {
   dirset_t *d = NULL;
   char rel[4096];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  CHECK(argc == 2 ? napi_get_value_external(env, argv[0], (void **)&d) : napi_invalid_arg);
-  CHECK(napi_get_value_string_utf8(env, argv[1], rel, sizeof rel, &n));
+  ssize_t n = set_and_path(env, info, &d, rel);
+  CHECK(n == -2 ? napi_invalid_arg : napi_ok);
   // A path too long for this buffer is simply not known here (the scanner takes none that long).
-  if (n < sizeof rel - 1 && dirset_add(d, rel, n) != 0) {
+  if (n >= 0 && dirset_add(d, rel, (size_t)n) != 0) {
     napi_throw_error(env, NULL, "scanAdd: out of memory");
     return NULL;
   }
@@ -707,14 +714,12 @@ static napi_value js_scanAdd(napi_env env, napi_callback_info info) {
 
 // scanHas(set: External, rel: string): boolean
 static napi_value js_scanHas(napi_env env, napi_callback_info info) {
-  size_t argc = 2, n = 0;
-  napi_value argv[2], result;
+  napi_value result;
   dirset_t *d = NULL;
   char rel[4096];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  CHECK(argc == 2 ? napi_get_value_external(env, argv[0], (void **)&d) : napi_invalid_arg);
-  CHECK(napi_get_value_string_utf8(env, argv[1], rel, sizeof rel, &n));
-  CHECK(napi_get_boolean(env, n < sizeof rel - 1 && dirset_has(d, rel, n), &result));
+  ssize_t n = set_and_path(env, info, &d, rel);
+  CHECK(n == -2 ? napi_invalid_arg : napi_ok);
+  CHECK(napi_get_boolean(env, n >= 0 && dirset_has(d, rel, (size_t)n), &result));
   return result;
 }
 
